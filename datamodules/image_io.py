@@ -1,0 +1,135 @@
+"""Reading and writing image files with errors that name the file and the reason.
+
+Every DataModule and every predict command goes through these functions, so the rules are
+the same everywhere:
+
+* grayscale, palette, RGBA/LA (alpha dropped) and CMYK files are converted to RGB;
+* 16-bit files (``I;16``, ``I``) are rescaled to 8 bit (``round(v / 257)``);
+* corrupt, truncated and non-image files raise :class:`ImageReadError`;
+* images above ``max_pixels`` (decompression bombs) raise :class:`ImageReadError`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+#: Default limit on decoded pixels per image (about 16k x 16k); configurable per DataModule.
+DEFAULT_MAX_PIXELS = 268_435_456
+# The explicit ``max_pixels`` check below replaces PIL's global decompression-bomb limit, so
+# that the limit is a per-DataModule setting with an error that names the option.
+Image.MAX_IMAGE_PIXELS = None
+
+
+class ImageReadError(ValueError):
+    """An input image that cannot be used; the message names the file and the reason."""
+
+    def __init__(self, path: str | Path, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = Path(path)
+        self.reason = reason
+
+
+def list_images(folder: str | Path, recursive: bool = True) -> list[Path]:
+    """Sorted image files under ``folder``; other files are skipped with a warning.
+
+    Raises :class:`FileNotFoundError` for a missing folder and :class:`ImageReadError`
+    when the folder holds no image file at all.
+    """
+    folder = Path(folder)
+    if folder.is_file():
+        return [folder]
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such file or folder")
+    pattern = "**/*" if recursive else "*"
+    files = sorted(p for p in folder.glob(pattern) if p.is_file() and not p.name.startswith("."))
+    images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
+    skipped = [p for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS]
+    if skipped:
+        names = ", ".join(str(p) for p in skipped[:5]) + (" ..." if len(skipped) > 5 else "")
+        log.warning("skipping %d non-image file(s) in %s: %s", len(skipped), folder, names)
+    if not images:
+        raise ImageReadError(folder, f"folder contains no image files (looked for {', '.join(IMAGE_EXTENSIONS)})")
+    return images
+
+
+def _open_checked(path: Path, max_pixels: int) -> Image.Image:
+    try:
+        img = Image.open(path)
+    except FileNotFoundError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageReadError(path, "not an image file, or an unsupported format") from None
+    except OSError as err:
+        raise ImageReadError(path, f"cannot open ({err})") from None
+    width, height = img.size
+    if width * height > max_pixels:
+        img.close()
+        raise ImageReadError(
+            path,
+            f"image is {width}x{height} = {width * height} pixels, above the limit of {max_pixels} "
+            "(possible decompression bomb; raise `max_pixels` in the data config if this is intended)",
+        )
+    return img
+
+
+def image_size(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """(height, width) read from the header only, without decoding the pixels."""
+    with _open_checked(Path(path), max_pixels) as img:
+        return img.size[1], img.size[0]
+
+
+def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
+    """Decode ``path`` into a ``uint8`` tensor of shape (3, H, W)."""
+    path = Path(path)
+    img = _open_checked(path, max_pixels)
+    try:
+        img.load()
+        rgb = to_rgb_array(img)
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ImageReadError(path, f"corrupt or truncated image data ({err})") from None
+    finally:
+        img.close()
+    return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
+
+
+def to_rgb_array(img: Image.Image) -> np.ndarray:
+    """Convert any PIL mode to an (H, W, 3) uint8 array; 16-bit values are rescaled."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        values = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if img.mode.startswith("I;16") or values.max() > 255 else 255.0
+        gray = np.clip(np.round(values * (255.0 / peak)), 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if img.mode == "F":
+        values = np.asarray(img, dtype=np.float64)
+        gray = np.clip(np.round(values * (255.0 if values.max() <= 1.0 else 1.0)), 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return np.asarray(img, dtype=np.uint8)
+
+
+def save_image(image: torch.Tensor, path: str | Path, protected: tuple[Path, ...] = ()) -> Path:
+    """Write a (3, H, W) uint8 tensor or float tensor in [0, 1] as PNG (or the suffix's format).
+
+    Refuses to write over any path in ``protected`` (the inputs of a predict run).
+    """
+    path = Path(path)
+    resolved = path.resolve()
+    if any(resolved == p.resolve() for p in protected):
+        raise FileExistsError(f"{path}: refusing to overwrite an input file; choose another output folder")
+    if image.dtype != torch.uint8:
+        image = image.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8)
+    array = image.cpu().permute(1, 2, 0).numpy()
+    if array.shape[2] == 1:
+        array = array[:, :, 0]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+    return path

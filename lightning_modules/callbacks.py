@@ -1,0 +1,88 @@
+"""Callbacks and logging helpers shared by every task."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+from PIL import Image
+
+from datamodules.image_io import save_image
+
+log = logging.getLogger(__name__)
+
+
+class ImagePredictionWriter(BasePredictionWriter):
+    """Writes what ``predict_step`` returns into ``output_dir``.
+
+    ``predict_step`` returns a list of ``(relative_path, image)`` pairs, where ``image`` is a
+    (3, H, W) tensor in [0, 1] (or uint8) or a PIL image (e.g. a palette mask). Files that are
+    inputs of the predict run (the ``files`` of every predict dataset) are never overwritten.
+    """
+
+    def __init__(self, output_dir: str = "predictions"):
+        super().__init__(write_interval="batch")
+        self.output_dir = Path(output_dir)
+        self._inputs: set[Path] = set()
+        self.written: list[Path] = []
+
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        loaders = trainer.predict_dataloaders
+        loaders = loaders if isinstance(loaders, Sequence) else [loaders]
+        self._inputs = {Path(f).resolve() for dl in loaders for f in getattr(dl.dataset, "files", [])}
+        self.written = []
+
+    def write_on_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        prediction: Any,
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        for relative_path, image in prediction:
+            path = self.output_dir / relative_path
+            if path.resolve() in self._inputs:
+                raise FileExistsError(
+                    f"{path}: refusing to overwrite an input file of this predict run; "
+                    "set --predict_writer.output_dir to another folder"
+                )
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(image, Image.Image):
+                image.save(path)
+            else:
+                save_image(image, path)
+            self.written.append(path)
+
+    def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.is_global_zero and self.written:
+            print(f"predict: wrote {len(self.written)} file(s) to {self.output_dir.resolve()}")
+
+
+def log_image_grid(module: LightningModule, key: str, images: torch.Tensor, nrow: int = 8) -> None:
+    """Log a grid of (N, 3, H, W) images in [0, 1] to every active logger, from rank 0 only.
+
+    W&B gets ``log_image``, TensorBoard ``add_image``; loggers without image support (CSV)
+    get a PNG in ``<log_dir>/images/``.
+    """
+    trainer = module.trainer
+    if not trainer.is_global_zero or trainer.sanity_checking:
+        return
+    grid = torchvision.utils.make_grid(images.detach().float().clamp(0, 1).cpu(), nrow=nrow, padding=2)
+    step = trainer.global_step
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_image(key=key, images=[grid], step=step)
+        elif isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_image(key, grid, global_step=step)
+        elif logger.log_dir is not None:
+            save_image(grid, Path(logger.log_dir) / "images" / f"{key.replace('/', '_')}_step{step:07d}.png")
