@@ -116,15 +116,9 @@ def to_rgb_array(img: Image.Image) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
 
 
-def save_image(image: torch.Tensor, path: str | Path, protected: tuple[Path, ...] = ()) -> Path:
-    """Write a (3, H, W) uint8 tensor or float tensor in [0, 1] as PNG (or the suffix's format).
-
-    Refuses to write over any path in ``protected`` (the inputs of a predict run).
-    """
+def save_image(image: torch.Tensor, path: str | Path) -> Path:
+    """Write a (C, H, W) uint8 tensor, or a float tensor in [0, 1], in the format of the suffix."""
     path = Path(path)
-    resolved = path.resolve()
-    if any(resolved == p.resolve() for p in protected):
-        raise FileExistsError(f"{path}: refusing to overwrite an input file; choose another output folder")
     if image.dtype != torch.uint8:
         image = image.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8)
     array = image.cpu().permute(1, 2, 0).numpy()

@@ -24,9 +24,33 @@ def run_cli(tmp_path, monkeypatch):
     from train import cli_main
 
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["train.py"])
 
     def _run(*args: str):
         resolved = [str(ROOT / a) if a.startswith("configs/") else str(a) for a in args]
         return cli_main(resolved)
+
+    return _run
+
+
+@pytest.fixture
+def run_cli_subprocess(tmp_path):
+    """Run ``python train.py ...`` as a child process (needed for DDP, which relaunches the script).
+
+    Returns the ``CompletedProcess``; fails the test with the output when the exit code is not 0
+    unless ``check=False``.
+    """
+    import subprocess
+
+    def _run(*args: str, check: bool = True, timeout: float = 300):
+        resolved = [str(ROOT / a) if a.startswith("configs/") else str(a) for a in args]
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "train.py"), *resolved],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout,
+        )
+        if check and proc.returncode != 0:
+            pytest.fail(f"train.py {' '.join(args)} exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+        return proc
 
     return _run

@@ -1,0 +1,250 @@
+"""Super-resolution data: HR images in, (LR, HR) pairs out, LR made by MATLAB bicubic.
+
+Sources, all through :mod:`datamodules.image_io` (grayscale, RGBA and 16-bit files are
+converted to 8-bit RGB; corrupt or non-image files are reported by name):
+
+* the embedded default (``train_dir``/``val_dir`` unset): natural photos and textures that
+  ship with scikit-image, with the fixed split :data:`EMBEDDED_TRAIN` / :data:`EMBEDDED_VAL`
+  (no image in both);
+* any folder of HR images (e.g. DIV2K): random aligned crops, flips and 90-degree rotations;
+* benchmark folders (Set5/Set14/BSD100/Urban100 style): HR images only, or HR plus an LR
+  folder with the same file stems (``val_lr_dir``/``test_lr_dir``).
+
+LR images are made with MATLAB-compatible bicubic (``imresize``, a = -0.5, antialiased) from
+HR cropped to a multiple of the scale ("GTmod"), then rounded to 8 bit like the published LR
+sets. Training crops take a margin around the patch before downscaling so that each LR patch
+equals the matching part of the whole-image LR.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import skimage
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset
+
+from datamodules.image_io import DEFAULT_MAX_PIXELS, ImageReadError, image_size, list_images, read_image
+from datamodules.matlab_resize import imresize
+
+SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
+#: Embedded training photos/textures (scikit-image); grayscale ones are converted to RGB.
+EMBEDDED_TRAIN = (
+    "astronaut.png", "motorcycle_left.png", "motorcycle_right.png", "hubble_deep_field.jpg",
+    "ihc.png", "retina.jpg", "brick.png", "grass.png", "gravel.png", "camera.png",
+    "coins.png", "moon.png", "cell.png",
+)
+#: Embedded validation photos, never used for training.
+EMBEDDED_VAL = ("chelsea.png", "coffee.png", "rocket.jpg")
+
+
+def make_lr(hr: torch.Tensor, scale: int) -> torch.Tensor:
+    """MATLAB-bicubic downscale of uint8 (3, H, W) ``hr`` (H, W multiples of scale), rounded to uint8."""
+    lr = imresize(hr.unsqueeze(0).double() / 255.0, scale=1.0 / scale, antialias=True)[0]
+    return lr.clamp(0, 1).mul(255).round().to(torch.uint8)
+
+
+def mod_crop(image: torch.Tensor, scale: int) -> torch.Tensor:
+    """Crop (C, H, W) to a multiple of ``scale`` (top-left anchored, as "GTmod" in the papers)."""
+    height, width = image.shape[-2:]
+    return image[..., : height - height % scale, : width - width % scale]
+
+
+def _to_float(image: torch.Tensor) -> torch.Tensor:
+    return image.float().div(255.0)
+
+
+class SRTrainDataset(Dataset):
+    """Random aligned (LR, HR) patches from HR images, ``repeats`` patches per image per epoch."""
+
+    def __init__(
+        self, files: list[Path], scale: int, patch_size: int, repeats: int, augment: bool, cache: bool, max_pixels: int
+    ):
+        self.files, self.scale, self.patch_size = files, scale, patch_size
+        self.repeats, self.augment, self.max_pixels = repeats, augment, max_pixels
+        for path in files:
+            height, width = image_size(path, max_pixels)
+            if min(height, width) < patch_size:
+                raise ImageReadError(
+                    path, f"image is {width}x{height}, smaller than the HR crop data.patch_size={patch_size}"
+                )
+        self._cache = [read_image(p, max_pixels) for p in files] if cache else None
+
+    def __len__(self) -> int:
+        return len(self.files) * self.repeats
+
+    def _hr(self, index: int) -> torch.Tensor:
+        if self._cache is not None:
+            return self._cache[index]
+        return read_image(self.files[index], self.max_pixels)
+
+    def __getitem__(self, index: int) -> dict:
+        hr_full = mod_crop(self._hr(index % len(self.files)), self.scale)
+        s, lr_patch = self.scale, self.patch_size // self.scale
+        lr_h, lr_w = hr_full.shape[1] // s, hr_full.shape[2] // s
+        top, left = random.randint(0, lr_h - lr_patch), random.randint(0, lr_w - lr_patch)
+        # Margin in LR pixels: covers the antialiased bicubic support (2 LR px) with room to spare.
+        margin = 4
+        t0, l0 = max(top - margin, 0), max(left - margin, 0)
+        t1, l1 = min(top + lr_patch + margin, lr_h), min(left + lr_patch + margin, lr_w)
+        lr = make_lr(hr_full[:, t0 * s : t1 * s, l0 * s : l1 * s], s)
+        lr = lr[:, top - t0 : top - t0 + lr_patch, left - l0 : left - l0 + lr_patch]
+        hr = hr_full[:, top * s : (top + lr_patch) * s, left * s : (left + lr_patch) * s]
+        if self.augment:
+            lr, hr = _augment(lr, hr)
+        return {"lr": _to_float(lr), "hr": _to_float(hr)}
+
+
+def _augment(lr: torch.Tensor, hr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same random horizontal flip, vertical flip and 90-degree rotation on both images."""
+    if random.random() < 0.5:
+        lr, hr = lr.flip(-1), hr.flip(-1)
+    if random.random() < 0.5:
+        lr, hr = lr.flip(-2), hr.flip(-2)
+    if random.random() < 0.5:
+        lr, hr = lr.transpose(-1, -2), hr.transpose(-1, -2)
+    return lr.contiguous(), hr.contiguous()
+
+
+class SREvalDataset(Dataset):
+    """Whole images: HR cropped to a multiple of the scale, LR generated or read from ``lr_files``."""
+
+    def __init__(self, files: list[Path], scale: int, lr_dir: str | None, max_pixels: int):
+        self.files, self.scale, self.max_pixels = files, scale, max_pixels
+        self.lr_files = [_matching_lr(path, Path(lr_dir)) for path in files] if lr_dir else None
+        for path in files:
+            height, width = image_size(path, max_pixels)
+            if min(height, width) < 2 * scale:
+                raise ImageReadError(path, f"image is {width}x{height}, too small for x{scale} evaluation")
+        self._cache: dict[int, dict] = {}
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict:
+        if index not in self._cache:
+            path = self.files[index]
+            hr = mod_crop(read_image(path, self.max_pixels), self.scale)
+            if self.lr_files is None:
+                lr = make_lr(hr, self.scale)
+            else:
+                lr = read_image(self.lr_files[index], self.max_pixels)
+                expected = (hr.shape[1] // self.scale, hr.shape[2] // self.scale)
+                if tuple(lr.shape[1:]) != expected:
+                    raise ImageReadError(
+                        self.lr_files[index],
+                        f"LR size {lr.shape[2]}x{lr.shape[1]} does not match HR {path} at x{self.scale} "
+                        f"(expected {expected[1]}x{expected[0]})",
+                    )
+            self._cache[index] = {"lr": lr, "hr": hr, "path": str(path)}
+        item = self._cache[index]
+        return {"lr": _to_float(item["lr"]), "hr": _to_float(item["hr"]), "path": item["path"]}
+
+
+def _matching_lr(hr_path: Path, lr_dir: Path) -> Path:
+    """The LR file with the same stem (optionally with an ``x4``-style suffix, as in DIV2K)."""
+    candidates = [p for p in list_images(lr_dir) if p.stem == hr_path.stem or p.stem.rsplit("x", 1)[0] == hr_path.stem]
+    if not candidates:
+        raise ImageReadError(hr_path, f"no LR image with the same stem in {lr_dir}")
+    return candidates[0]
+
+
+class SRPredictDataset(Dataset):
+    """LR images to upscale; ``files`` are protected from being overwritten by predict."""
+
+    def __init__(self, path: str, max_pixels: int):
+        root = Path(path)
+        self.files = list_images(root)
+        self.root = root if root.is_dir() else root.parent
+        self.max_pixels = max_pixels
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict:
+        path = self.files[index]
+        return {
+            "lr": _to_float(read_image(path, self.max_pixels)),
+            "output_name": str(path.relative_to(self.root).with_suffix(".png")),
+        }
+
+
+class SuperResolutionDataModule(LightningDataModule):
+    """(LR, HR) pairs for training and evaluation, LR images for predict.
+
+    Args:
+        train_dir: folder of HR training images; ``None`` = embedded scikit-image photos.
+        val_dir: folder of HR validation images; ``None`` = embedded validation photos.
+        test_dir: folder of HR test images; ``None`` = same as validation.
+        val_lr_dir: optional LR folder matching ``val_dir`` by file stem (else LR is generated).
+        test_lr_dir: optional LR folder matching ``test_dir`` by file stem.
+        predict_path: image file or folder to upscale with ``predict``.
+        scale: upscaling factor (2, 3 or 4).
+        patch_size: HR training crop size (a multiple of ``scale``).
+        repeats: random crops drawn from each training image per epoch.
+        cache_images: keep decoded training images in memory (off for large sets like DIV2K).
+        max_pixels: refuse images with more pixels than this (decompression bombs).
+    """
+
+    def __init__(
+        self,
+        train_dir: str | None = None,
+        val_dir: str | None = None,
+        test_dir: str | None = None,
+        val_lr_dir: str | None = None,
+        test_lr_dir: str | None = None,
+        predict_path: str | None = None,
+        scale: int = 4,
+        patch_size: int = 128,
+        repeats: int = 1,
+        augment: bool = True,
+        batch_size: int = 16,
+        num_workers: int = 0,
+        cache_images: bool = True,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ):
+        super().__init__()
+        if patch_size % scale:
+            raise ValueError(f"data.patch_size={patch_size} must be a multiple of data.scale={scale}")
+        self.save_hyperparameters()
+
+    def _files(self, folder: str | None, embedded: tuple[str, ...]) -> list[Path]:
+        return list_images(folder) if folder else [SKIMAGE_DATA / name for name in embedded]
+
+    def setup(self, stage: str) -> None:
+        hp = self.hparams
+        if stage == "fit":
+            self.train_set = SRTrainDataset(
+                self._files(hp.train_dir, EMBEDDED_TRAIN), hp.scale, hp.patch_size, hp.repeats,
+                hp.augment, hp.cache_images, hp.max_pixels,
+            )
+        if stage in ("fit", "validate"):
+            self.val_set = SREvalDataset(self._files(hp.val_dir, EMBEDDED_VAL), hp.scale, hp.val_lr_dir, hp.max_pixels)
+        if stage == "test":
+            test_dir, test_lr_dir = (hp.test_dir, hp.test_lr_dir) if hp.test_dir else (hp.val_dir, hp.val_lr_dir)
+            self.test_set = SREvalDataset(self._files(test_dir, EMBEDDED_VAL), hp.scale, test_lr_dir, hp.max_pixels)
+        if stage == "predict":
+            if not hp.predict_path:
+                raise ValueError("predict needs input images: set --data.predict_path to an image file or folder")
+            self.predict_set = SRPredictDataset(hp.predict_path, hp.max_pixels)
+
+    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        workers = self.hparams.num_workers
+        return DataLoader(
+            dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers, drop_last=shuffle,
+            persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, self.hparams.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, 1, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, 1, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.predict_set, 1, shuffle=False)

@@ -1,0 +1,97 @@
+"""RRDBNet, the ESRGAN generator (Wang et al., 2018), laid out like the reference code.
+
+Attribute names follow ESRGAN/BasicSR (``conv_first``, ``body.<i>.rdb1.conv1``, ``conv_body``,
+``conv_up1``, ``conv_up2``, ``conv_hr``, ``conv_last``) so that published ``params`` /
+``params_ema`` state dicts load with ``load_state_dict``. Images go in and out in [0, 1]: the
+network does no normalization of its own.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class ResidualDenseBlock(nn.Module):
+    """Five densely connected 3x3 convs; the output is scaled by 0.2 and added to the input."""
+
+    def __init__(self, num_feat: int, grow_ch: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(num_feat, grow_ch, 3, 1, 1)
+        self.conv2 = nn.Conv2d(num_feat + grow_ch, grow_ch, 3, 1, 1)
+        self.conv3 = nn.Conv2d(num_feat + 2 * grow_ch, grow_ch, 3, 1, 1)
+        self.conv4 = nn.Conv2d(num_feat + 3 * grow_ch, grow_ch, 3, 1, 1)
+        self.conv5 = nn.Conv2d(num_feat + 4 * grow_ch, num_feat, 3, 1, 1)
+        self.lrelu = nn.LeakyReLU(negative_slope=0.2, inplace=True)
+        # ESRGAN's initialization: Kaiming-normal weights scaled by 0.1 and zero biases keep the
+        # deep residual trunk close to identity at the start of training.
+        for conv in (self.conv1, self.conv2, self.conv3, self.conv4, self.conv5):
+            nn.init.kaiming_normal_(conv.weight)
+            conv.weight.data.mul_(0.1)
+            nn.init.zeros_(conv.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x1 = self.lrelu(self.conv1(x))
+        x2 = self.lrelu(self.conv2(torch.cat((x, x1), 1)))
+        x3 = self.lrelu(self.conv3(torch.cat((x, x1, x2), 1)))
+        x4 = self.lrelu(self.conv4(torch.cat((x, x1, x2, x3), 1)))
+        x5 = self.conv5(torch.cat((x, x1, x2, x3, x4), 1))
+        return x5 * 0.2 + x
+
+
+class RRDB(nn.Module):
+    """Residual-in-residual dense block: three dense blocks, again residual-scaled by 0.2."""
+
+    def __init__(self, num_feat: int, grow_ch: int):
+        super().__init__()
+        self.rdb1 = ResidualDenseBlock(num_feat, grow_ch)
+        self.rdb2 = ResidualDenseBlock(num_feat, grow_ch)
+        self.rdb3 = ResidualDenseBlock(num_feat, grow_ch)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.rdb3(self.rdb2(self.rdb1(x))) * 0.2 + x
+
+
+class RRDBNet(nn.Module):
+    """ESRGAN generator: RRDB trunk at LR resolution, then nearest-neighbour x2 + conv stages.
+
+    Args:
+        in_channels: channels of the LR input.
+        out_channels: channels of the SR output.
+        num_feat: trunk width (64 in ESRGAN).
+        num_block: number of RRDBs (23 in ESRGAN).
+        grow_ch: growth channels of each dense conv (32 in ESRGAN).
+        scale: upscaling factor, 2 (one upsampling stage) or 4 (two stages, as in ESRGAN).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        out_channels: int = 3,
+        num_feat: int = 64,
+        num_block: int = 23,
+        grow_ch: int = 32,
+        scale: int = 4,
+    ):
+        super().__init__()
+        if scale not in (2, 4):
+            raise ValueError(f"RRDBNet supports scale 2 or 4, got scale={scale}")
+        self.scale = scale
+        self.conv_first = nn.Conv2d(in_channels, num_feat, 3, 1, 1)
+        self.body = nn.Sequential(*(RRDB(num_feat, grow_ch) for _ in range(num_block)))
+        self.conv_body = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+        self.conv_up1 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+        if scale == 4:
+            self.conv_up2 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+        self.conv_hr = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+        self.conv_last = nn.Conv2d(num_feat, out_channels, 3, 1, 1)
+        self.lrelu = nn.LeakyReLU(negative_slope=0.2, inplace=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        feat = self.conv_first(x)
+        feat = feat + self.conv_body(self.body(feat))
+        feat = self.lrelu(self.conv_up1(F.interpolate(feat, scale_factor=2, mode="nearest")))
+        if self.scale == 4:
+            feat = self.lrelu(self.conv_up2(F.interpolate(feat, scale_factor=2, mode="nearest")))
+        return self.conv_last(self.lrelu(self.conv_hr(feat)))
