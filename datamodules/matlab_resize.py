@@ -1,9 +1,9 @@
 """MATLAB's ``imresize(img, scale, 'bicubic')`` in PyTorch, for making LR images like the papers do.
 
 SR benchmarks (Set5, Set14, BSD100, Urban100, DIV2K) build their LR inputs with MATLAB's bicubic
-resize; torch's ``interpolate(mode="bicubic")`` uses a = -0.75, no antialiasing by default and
-replicate borders, which shifts PSNR by tenths of a dB. This module follows MATLAB's
-``contributions()``:
+resize. torch's ``interpolate(mode="bicubic")`` differs (a = -0.75 without antialiasing; with
+``antialias=True`` it matches in the interior but truncates the kernel at the borders), and such
+differences move PSNR by tenths of a dB. This module follows MATLAB's ``contributions()``:
 
 * cubic kernel with a = -0.5 (Keys), width 4;
 * when downscaling with ``antialias``, the kernel is stretched by ``1 / scale`` (``scale * k(scale * x)``);
@@ -37,19 +37,17 @@ def _cubic(x: Tensor) -> Tensor:
     return near + far
 
 
-def _contributions(
-    in_length: int, out_length: int, scale: float, antialias: bool, device: torch.device
-) -> tuple[Tensor, Tensor]:
-    """Weights (out, taps) in float64 and 0-based input indices (out, taps) for one dimension."""
+def _contributions(in_length: int, out_length: int, scale: float, antialias: bool) -> tuple[Tensor, Tensor]:
+    """Weights (out, taps) in float64 and 0-based input indices (out, taps) for one dimension, on the CPU."""
     kernel_width = _KERNEL_WIDTH
     stretch = scale < 1 and antialias
     if stretch:
         kernel_width = kernel_width / scale
-    x = torch.arange(1, out_length + 1, dtype=torch.float64, device=device)
+    x = torch.arange(1, out_length + 1, dtype=torch.float64)
     u = x / scale + 0.5 * (1 - 1 / scale)
     left = torch.floor(u - kernel_width / 2)
     taps = math.ceil(kernel_width) + 2
-    indices = left[:, None] + torch.arange(taps, dtype=torch.float64, device=device)[None, :]
+    indices = left[:, None] + torch.arange(taps, dtype=torch.float64)[None, :]
     distance = u[:, None] - indices
     weights = scale * _cubic(distance * scale) if stretch else _cubic(distance)
     weights = weights / weights.sum(dim=1, keepdim=True)
@@ -61,16 +59,16 @@ def _contributions(
 
 
 def _resize_dim(image: Tensor, dim: int, out_length: int, scale: float, antialias: bool) -> Tensor:
-    in_length = image.shape[dim]
-    weights, indices = _contributions(in_length, out_length, scale, antialias, image.device)
-    taps = indices.shape[1]
-    gathered = image.index_select(dim, indices.flatten())
-    shape = list(image.shape)
-    shape[dim : dim + 1] = [out_length, taps]
-    gathered = gathered.reshape(shape)
-    weight_shape = [1] * gathered.ndim
-    weight_shape[dim], weight_shape[dim + 1] = out_length, taps
-    return (gathered * weights.to(image.dtype).reshape(weight_shape)).sum(dim=dim + 1)
+    weights, indices = _contributions(image.shape[dim], out_length, scale, antialias)
+    # Cast on the CPU first: some accelerators (MPS) have no float64.
+    weights, indices = weights.to(image.dtype).to(image.device), indices.to(image.device)
+    weight_shape = [1] * image.ndim
+    weight_shape[dim] = out_length
+    # One tap at a time keeps memory at a few output-sized tensors, even for very large images.
+    out = image.index_select(dim, indices[:, 0]) * weights[:, 0].reshape(weight_shape)
+    for tap in range(1, indices.shape[1]):
+        out.add_(image.index_select(dim, indices[:, tap]) * weights[:, tap].reshape(weight_shape))
+    return out
 
 
 def imresize(

@@ -27,6 +27,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.image_io import DEFAULT_MAX_PIXELS, ImageReadError, image_size, list_images, read_image
+from datamodules.loaders import make_loader
 from datamodules.matlab_resize import imresize
 
 SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
@@ -81,10 +82,13 @@ class SRTrainDataset(Dataset):
         return read_image(self.files[index], self.max_pixels)
 
     def __getitem__(self, index: int) -> dict:
+        # The crop and augmentation depend only on the current torch seed (per epoch, per worker)
+        # and the index, so the same sample comes out whichever process or rank draws it.
+        rng = random.Random(torch.initial_seed() * 1_000_003 + index)
         hr_full = mod_crop(self._hr(index % len(self.files)), self.scale)
         s, lr_patch = self.scale, self.patch_size // self.scale
         lr_h, lr_w = hr_full.shape[1] // s, hr_full.shape[2] // s
-        top, left = random.randint(0, lr_h - lr_patch), random.randint(0, lr_w - lr_patch)
+        top, left = rng.randint(0, lr_h - lr_patch), rng.randint(0, lr_w - lr_patch)
         # Margin in LR pixels: covers the antialiased bicubic support (2 LR px) with room to spare.
         margin = 4
         t0, l0 = max(top - margin, 0), max(left - margin, 0)
@@ -93,17 +97,17 @@ class SRTrainDataset(Dataset):
         lr = lr[:, top - t0 : top - t0 + lr_patch, left - l0 : left - l0 + lr_patch]
         hr = hr_full[:, top * s : (top + lr_patch) * s, left * s : (left + lr_patch) * s]
         if self.augment:
-            lr, hr = _augment(lr, hr)
+            lr, hr = _augment(lr, hr, rng)
         return {"lr": _to_float(lr), "hr": _to_float(hr)}
 
 
-def _augment(lr: torch.Tensor, hr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _augment(lr: torch.Tensor, hr: torch.Tensor, rng: random.Random) -> tuple[torch.Tensor, torch.Tensor]:
     """The same random horizontal flip, vertical flip and 90-degree rotation on both images."""
-    if random.random() < 0.5:
+    if rng.random() < 0.5:
         lr, hr = lr.flip(-1), hr.flip(-1)
-    if random.random() < 0.5:
+    if rng.random() < 0.5:
         lr, hr = lr.flip(-2), hr.flip(-2)
-    if random.random() < 0.5:
+    if rng.random() < 0.5:
         lr, hr = lr.transpose(-1, -2), hr.transpose(-1, -2)
     return lr.contiguous(), hr.contiguous()
 
@@ -230,21 +234,15 @@ class SuperResolutionDataModule(LightningDataModule):
                 raise ValueError("predict needs input images: set --data.predict_path to an image file or folder")
             self.predict_set = SRPredictDataset(hp.predict_path, hp.max_pixels)
 
-    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        workers = self.hparams.num_workers
-        return DataLoader(
-            dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers, drop_last=shuffle,
-            persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
-        )
-
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.hparams.batch_size, shuffle=True)
+        hp = self.hparams
+        return make_loader(self.train_set, hp.batch_size, shuffle=True, num_workers=hp.num_workers, drop_last=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, 1, shuffle=False)
+        return make_loader(self.val_set, 1, num_workers=self.hparams.num_workers)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, 1, shuffle=False)
+        return make_loader(self.test_set, 1, num_workers=self.hparams.num_workers)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.predict_set, 1, shuffle=False)
+        return make_loader(self.predict_set, 1, num_workers=self.hparams.num_workers)

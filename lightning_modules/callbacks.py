@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 import torchvision
-from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from PIL import Image
@@ -17,6 +18,18 @@ from PIL import Image
 from datamodules.image_io import save_image
 
 log = logging.getLogger(__name__)
+
+
+def run_dir(trainer: Trainer) -> Path:
+    """The folder of this run, ``<save_dir>/<name>/<version>``, whose ``checkpoints/`` Lightning fills.
+
+    Unlike ``trainer.log_dir`` this is per run for every logger, W&B included.
+    """
+    if not trainer.loggers:
+        return Path(trainer.default_root_dir)
+    logger = trainer.loggers[0]
+    version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
+    return Path(logger.save_dir or trainer.default_root_dir) / str(logger.name) / version
 
 
 class ImagePredictionWriter(BasePredictionWriter):
@@ -66,6 +79,22 @@ class ImagePredictionWriter(BasePredictionWriter):
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.is_global_zero and self.written:
             print(f"predict: wrote {len(self.written)} file(s) to {self.output_dir.resolve()}")
+
+
+class SeedEveryEpoch(Callback):
+    """Reseeds every RNG at each epoch start from (``--seed_everything`` + epoch).
+
+    Shuffling, random crops and noise of an epoch then depend only on the seed and the epoch
+    number, so a run resumed from an epoch-boundary checkpoint repeats exactly what the
+    uninterrupted run would have done. Datasets may derive per-sample randomness from
+    ``torch.initial_seed()`` and the index, which then changes every epoch.
+    """
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        base = os.environ.get("PL_GLOBAL_SEED")
+        if base is not None:
+            seed_everything(int(base) + trainer.current_epoch, workers=True, verbose=False)
+            os.environ["PL_GLOBAL_SEED"] = base  # seed_everything overwrites it
 
 
 def log_image_grid(module: LightningModule, key: str, images: torch.Tensor, nrow: int = 8) -> None:

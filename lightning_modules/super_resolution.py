@@ -18,7 +18,7 @@ from torch import nn
 
 from datamodules.image_io import save_image
 from datamodules.matlab_resize import imresize
-from lightning_modules.callbacks import log_image_grid
+from lightning_modules.callbacks import log_image_grid, run_dir
 from lightning_modules.sr_metrics import SuperResolutionMetrics
 from lightning_modules.tiling import tiled_forward
 
@@ -55,7 +55,8 @@ class SuperResolutionEvaluation(LightningModule):
     def bicubic(self, lr: torch.Tensor) -> torch.Tensor:
         return imresize(lr.double(), scale=self.scale).clamp(0, 1).to(lr.dtype)
 
-    def _eval_step(self, batch: dict, batch_idx: int, stage: str) -> None:
+    def _eval_step(self, batch: dict, batch_idx: int, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Update the metrics with one batch; returns the model's and bicubic's upscaled images."""
         lr, hr = batch["lr"], batch["hr"]
         sr, bicubic = self.upscale(lr), self.bicubic(lr)
         self.metrics[f"{stage}_model"].update(sr, hr)
@@ -65,6 +66,7 @@ class SuperResolutionEvaluation(LightningModule):
             top, left = (hr.shape[-2] - size) // 2, (hr.shape[-1] - size) // 2
             crops = [img[0, :, top : top + size, left : left + size] for img in (bicubic, sr, hr)]
             log_image_grid(self, "val/bicubic_model_gt", torch.stack(crops), nrow=3)
+        return sr, bicubic
 
     def _log_eval(self, stage: str) -> None:
         model = self.metrics[f"{stage}_model"].compute()
@@ -106,12 +108,11 @@ class SuperResolutionEvaluation(LightningModule):
         for name in METRIC_NAMES:
             print(f"  {name:<10}{metrics[f'val/{name}'].item():>10.4f}{metrics[f'val/bicubic_{name}'].item():>10.4f}")
         datamodule = self.trainer.datamodule
-        log_dir = self.trainer.log_dir
-        if datamodule is None or log_dir is None or not hasattr(datamodule, "val_set"):
+        if datamodule is None or not hasattr(datamodule, "val_set"):
             return
         example = datamodule.val_set[0]
         sr = self.upscale(example["lr"].unsqueeze(0).to(self.device))[0]
-        path = save_image(sr, Path(log_dir) / f"upscaled_x{self.scale}_{Path(example['path']).stem}.png")
+        path = save_image(sr, run_dir(self.trainer) / f"upscaled_x{self.scale}_{Path(example['path']).stem}.png")
         print(f"Upscaled example written to {path.resolve()}")
 
 

@@ -10,6 +10,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+# One thread per process: tiny test models gain nothing from two, and DDP tests run two processes.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 
@@ -21,7 +23,11 @@ def run_cli(tmp_path, monkeypatch):
     Runs from ``tmp_path`` (so ``runs/`` and ``predictions/`` land there) and returns the CLI
     object (``cli.trainer``, ``cli.model``, ``cli.datamodule``).
     """
+    import torch
+
     from train import cli_main
+
+    torch.set_num_threads(1)
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["train.py"])

@@ -1,0 +1,123 @@
+"""Super-resolution benchmark: quality at the demo budget, Lightning overhead, throughput.
+
+    python -m benchmarks.sr                 # trains configs/sr/default.yaml first (~6 min on 2 cores)
+    python -m benchmarks.sr --ckpt last.ckpt  # evaluates an existing default-config checkpoint
+
+Prints a markdown table. Quality = PSNR-Y (x4, 4-px border) of the model minus bicubic on the
+embedded validation photos.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from benchmarks.overhead import overhead_ratio
+from train import cli_main
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = str(ROOT / "configs" / "sr" / "default.yaml")
+
+
+def _quality(ckpt: str | None, workdir: Path) -> tuple[dict[str, float], float | None]:
+    """Validation metrics of the default config, training it first when no checkpoint is given."""
+    common = ["--config", CONFIG, f"--trainer.logger.init_args.save_dir={workdir}", "--progress_bar.refresh_rate=0"]
+    train_seconds = None
+    if ckpt is None:
+        start = time.perf_counter()
+        cli = cli_main(["fit", *common])
+        train_seconds = time.perf_counter() - start
+        ckpt = str(Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt")
+    cli = cli_main(["validate", *common, "--ckpt_path", ckpt])
+    return {k: v.item() for k, v in cli.trainer.callback_metrics.items()}, train_seconds
+
+
+def _module_and_batch():
+    cli = cli_main(["fit", "--config", CONFIG, "--trainer.logger=false"], run=False)
+    datamodule = cli.datamodule
+    datamodule.setup("fit")
+    batch = next(iter(datamodule.train_dataloader()))
+    return cli, batch
+
+
+def _overhead(batch: dict) -> dict[str, float]:
+    def make_module():
+        return cli_main(["fit", "--config", CONFIG, "--trainer.logger=false"], run=False).model
+
+    def make_plain_step():
+        generator = make_module().generator
+        optimizer = torch.optim.Adam(generator.parameters(), lr=5e-4, betas=(0.9, 0.99))
+
+        def step():
+            loss = F.l1_loss(generator(batch["lr"]), batch["hr"])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+        return step
+
+    return overhead_ratio(make_module, make_plain_step, batch)
+
+
+@torch.no_grad()
+def _predict_throughput(model, tile: int, lr_size: int = 128, repeats: int = 3) -> float:
+    """Output megapixels per second upscaling one lr_size x lr_size image."""
+    model.tile_size, model.tile_overlap = tile, 16
+    image = torch.rand(1, 3, lr_size, lr_size)
+    model.upscale(image)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        model.upscale(image)
+    seconds = (time.perf_counter() - start) / repeats
+    return (lr_size * model.scale) ** 2 / 1e6 / seconds
+
+
+def _data_throughput(datamodule, batches: int = 20) -> float:
+    loader = datamodule.train_dataloader()
+    iterator = iter(loader)
+    next(iterator)
+    start = time.perf_counter()
+    count = 0
+    for _ in range(batches):
+        count += len(next(iterator)["hr"])
+    return count / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ckpt", help="checkpoint of configs/sr/default.yaml (default: train one now)")
+    args = parser.parse_args()
+    torch.set_num_threads(torch.get_num_threads())
+
+    with tempfile.TemporaryDirectory() as workdir:
+        metrics, train_seconds = _quality(args.ckpt, Path(workdir))
+    cli, batch = _module_and_batch()
+    overhead = _overhead(batch)
+    rows = [
+        ("PSNR-Y model (embedded val, x4)", f"{metrics['val/psnr_y']:.2f} dB"),
+        ("PSNR-Y bicubic", f"{metrics['val/bicubic_psnr_y']:.2f} dB"),
+        ("PSNR-Y gain over bicubic (target >= 1.0)", f"{metrics['val/psnr_y'] - metrics['val/bicubic_psnr_y']:+.2f} dB"),
+        ("SSIM-Y model / bicubic", f"{metrics['val/ssim_y']:.4f} / {metrics['val/bicubic_ssim_y']:.4f}"),
+        ("PSNR-RGB model / bicubic", f"{metrics['val/psnr_rgb']:.2f} / {metrics['val/bicubic_psnr_rgb']:.2f} dB"),
+        ("Lightning step / plain PyTorch step (target <= 1.05)", f"{overhead['ratio']:.3f}"),
+        ("step time Lightning / plain", f"{overhead['lightning_s'] * 1e3:.1f} / {overhead['plain_s'] * 1e3:.1f} ms"),
+        ("training throughput", f"{len(batch['hr']) / overhead['lightning_s']:.1f} HR patches/s"),
+        ("data pipeline throughput", f"{_data_throughput(cli.datamodule):.0f} HR patches/s"),
+        ("predict throughput, whole image", f"{_predict_throughput(cli.model, tile=0):.3f} MP/s"),
+        ("predict throughput, tiles of 64", f"{_predict_throughput(cli.model, tile=64):.3f} MP/s"),
+    ]
+    if train_seconds is not None:
+        rows.insert(0, ("default job wall time (fit incl. validation)", f"{train_seconds / 60:.1f} min"))
+    print(f"\n| super-resolution (torch {torch.__version__}, {torch.get_num_threads()} threads) | value |")
+    print("|---|---|")
+    for name, value in rows:
+        print(f"| {name} | {value} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""Run-level guarantees: W&B offline tracking, config saving, resume, NaN stop, atomic checkpoints, DDP."""
+
+import glob
+import os
+import re
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+SR = "configs/sr/default.yaml"
+TINY_SR = [
+    "--model.init_args.generator.init_args.num_feat=8",
+    "--model.init_args.generator.init_args.num_block=1",
+    "--model.init_args.generator.init_args.grow_ch=4",
+    "--data.init_args.patch_size=32",
+    "--data.init_args.batch_size=4",
+    "--data.init_args.repeats=2",
+    "--trainer.limit_val_batches=1",
+    "--progress_bar.refresh_rate=0",
+]
+
+
+def _wandb_records(run_file: Path) -> list:
+    """Decode an offline W&B run file (LevelDB log format of protobuf records)."""
+    from wandb.proto import wandb_internal_pb2
+
+    data, position, block, records, partial = run_file.read_bytes(), 7, 32768, [], b""
+    while position + 7 <= len(data):
+        if block - position % block < 7:
+            position += block - position % block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[position : position + 7])
+        chunk = data[position + 7 : position + 7 + length]
+        position += 7 + length
+        if kind == 1:
+            records.append(chunk)
+        elif kind == 2:
+            partial = chunk
+        elif kind == 3:
+            partial += chunk
+        elif kind == 4:
+            records.append(partial + chunk)
+    return [wandb_internal_pb2.Record.FromString(r) for r in records]
+
+
+def test_wandb_offline_records_config_metrics_and_images(run_cli, tmp_path):
+    cli = run_cli(
+        "fit", "--config", SR, *TINY_SR, "--trainer.max_steps=4", "--trainer.val_check_interval=4", "--trainer.log_every_n_steps=1",
+        "--trainer.logger=lightning.pytorch.loggers.WandbLogger", "--trainer.logger.init_args.offline=true",
+        "--trainer.logger.init_args.save_dir=wb", "--trainer.logger.init_args.project=sr-test",
+    )
+    import wandb
+
+    assert wandb.run is None, "the CLI must finish the W&B run"
+    run_id = cli.trainer.logger.version
+    assert (tmp_path / "wb" / "sr-test" / run_id / "config.yaml").is_file(), "config next to the checkpoints"
+    assert (tmp_path / "wb" / "sr-test" / run_id / "checkpoints" / "last.ckpt").is_file()
+    run_folder = Path(glob.glob(str(tmp_path / "wb" / "wandb" / f"offline-run-*-{run_id}"))[0])
+    deadline = time.time() + 30
+    while True:  # wandb-core writes the file in its own process; wait until the run's exit record is in
+        records = _wandb_records(next(run_folder.glob("run-*.wandb")))
+        if any(r.HasField("exit") for r in records) or time.time() > deadline:
+            break
+        time.sleep(0.5)
+    history = {item.key or "/".join(item.nested_key) for r in records if r.HasField("history") for item in r.history.item}
+    config = {item.key or "/".join(item.nested_key) for r in records if r.HasField("config") for item in r.config.update}
+    assert {"val/psnr_y", "val/bicubic_psnr_y", "train/pixel_loss"} <= history
+    assert {"model", "data", "trainer"} <= config, "resolved CLI config stored with the run"
+    assert list((run_folder / "files" / "media" / "images").rglob("*.png")), "no image grid recorded"
+    assert any(r.HasField("exit") and r.exit.exit_code == 0 for r in records), "run not finished cleanly"
+
+
+def test_resume_at_epoch_boundary_matches_uninterrupted_run(run_cli):
+    common = ["--config", SR, *TINY_SR, "--trainer.max_steps=-1", "--trainer.val_check_interval=null",
+              "--trainer.check_val_every_n_epoch=1", "--trainer.limit_val_batches=0"]
+    full = run_cli("fit", *common, "--trainer.max_epochs=2", "--trainer.logger.init_args.name=full")
+    run_cli("fit", *common, "--trainer.max_epochs=1", "--trainer.logger.init_args.name=split")
+    resumed = run_cli("fit", *common, "--trainer.max_epochs=2", "--trainer.logger.init_args.name=split", "--ckpt_path=last")
+    assert resumed.trainer.logger.version == 0, "resume must continue the same run folder"
+    assert resumed.trainer.global_step == full.trainer.global_step
+    for (name, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
+    opt_full, opt_resumed = full.trainer.optimizers[0].state_dict(), resumed.trainer.optimizers[0].state_dict()
+    torch.testing.assert_close(opt_full["state"][0]["exp_avg"], opt_resumed["state"][0]["exp_avg"], rtol=0, atol=1e-6)
+    assert full.trainer.lr_scheduler_configs[0].scheduler.last_epoch == resumed.trainer.lr_scheduler_configs[0].scheduler.last_epoch
+
+
+def test_sigkill_then_resume_from_last(tmp_path):
+    """A real kill while training; the rerun with --ckpt_path last continues where it stopped."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    args = [sys.executable, str(root / "train.py"), "fit", "--config", str(root / SR), *TINY_SR,
+            "--trainer.limit_val_batches=0", "--checkpoint.monitor=null", "--checkpoint.every_n_train_steps=2"]
+    proc = subprocess.Popen([*args, "--trainer.max_steps=-1", "--trainer.max_epochs=200"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = tmp_path / "runs" / "sr_default" / "version_0" / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (last.exists() and torch.load(last, weights_only=True)["global_step"] >= 4):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved_step = torch.load(last, weights_only=True)["global_step"]  # intact after the kill
+    assert saved_step >= 4
+    resumed = subprocess.run(
+        [*args, f"--trainer.max_steps={saved_step + 2}", "--ckpt_path=last"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Resuming from runs/sr_default/version_0/checkpoints/last.ckpt" in resumed.stdout
+    assert torch.load(last, weights_only=True)["global_step"] == saved_step + 2
+
+
+def test_nan_loss_stops_with_step_and_term_and_keeps_last_checkpoint(run_cli, tmp_path, monkeypatch):
+    from networks.rrdbnet import RRDBNet
+
+    run_cli("fit", "--config", SR, *TINY_SR, "--trainer.max_steps=2", "--trainer.limit_val_batches=0")
+    last = tmp_path / "runs" / "sr_default" / "version_0" / "checkpoints" / "last.ckpt"
+    before = last.read_bytes()
+    original = RRDBNet.forward
+    monkeypatch.setattr(RRDBNet, "forward", lambda self, x: original(self, x) * float("nan"))
+    with pytest.raises(FloatingPointError, match=r"non-finite pixel loss .* at step 2"):
+        run_cli("fit", "--config", SR, *TINY_SR, "--trainer.max_steps=6", "--trainer.limit_val_batches=0", "--ckpt_path=last")
+    assert last.read_bytes() == before, "the last good checkpoint must stay as it was"
+
+
+def test_checkpoint_write_interrupted_midway_leaves_previous_file_intact(run_cli, tmp_path, monkeypatch):
+    from fsspec.implementations.local import LocalFileOpener
+
+    cli = run_cli("fit", "--config", SR, *TINY_SR, "--trainer.max_steps=2", "--trainer.limit_val_batches=0")
+    last = tmp_path / "runs" / "sr_default" / "version_0" / "checkpoints" / "last.ckpt"
+    before = last.read_bytes()
+
+    def write_half_then_die(self, data):
+        self.f.write(data[: len(data) // 2])
+        raise KeyboardInterrupt("killed during checkpoint write")
+
+    monkeypatch.setattr(LocalFileOpener, "write", write_half_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        cli.trainer.save_checkpoint(last)
+    assert last.read_bytes() == before
+    assert torch.load(last, weights_only=True)["global_step"] == 2
+
+
+def test_sr_ddp_two_processes_match_one_process(run_cli, run_cli_subprocess, tmp_path):
+    """2-process gloo DDP: training runs, and validation metrics equal the 1-process ones."""
+    from PIL import Image
+
+    from datamodules.super_resolution import SKIMAGE_DATA
+
+    val = tmp_path / "val"
+    val.mkdir()
+    for name in ("chelsea.png", "coffee.png"):
+        Image.open(SKIMAGE_DATA / name).convert("RGB").crop((0, 0, 96, 80)).save(val / name)
+    common = ["--config", SR, *TINY_SR, f"--data.init_args.val_dir={val}", "--trainer.limit_val_batches=null"]
+    run_cli_subprocess("fit", *common, "--trainer.max_steps=2", "--trainer.accelerator=cpu", "--trainer.devices=2",
+                       "--trainer.strategy=ddp", "--trainer.logger.init_args.name=ddp")
+    ckpt = tmp_path / "runs" / "ddp" / "version_0" / "checkpoints" / "last.ckpt"
+    assert ckpt.is_file()
+    ddp = run_cli_subprocess("validate", *common, f"--ckpt_path={ckpt}", "--trainer.accelerator=cpu",
+                             "--trainer.devices=2", "--trainer.strategy=ddp", "--trainer.logger=false")
+    single = run_cli("validate", *common, f"--ckpt_path={ckpt}", "--trainer.logger=false")
+    for name in ("val/psnr_y", "val/ssim_y", "val/psnr_rgb", "val/bicubic_psnr_y"):
+        printed = re.search(rf"{name}\s+│\s+([-0-9.e]+)", ddp.stdout)
+        assert printed, f"{name} missing from the DDP validate output"
+        assert float(printed.group(1)) == pytest.approx(single.trainer.callback_metrics[name].item(), abs=1e-6)
+
+
+def test_ddp_equals_one_process_with_twice_the_batch(run_cli, run_cli_subprocess, tmp_path):
+    """BatchNorm-free RRDBNet: 2 ranks x batch 2 == 1 process x batch 4 after 3 optimizer steps.
+
+    The single process shuffles with the same (seed + epoch) permutation that Lightning's
+    DistributedSampler splits between the ranks, so both see the same samples per step.
+
+    Plain SGD: Adam divides by the gradient's magnitude, which turns float rounding in nearly-zero
+    gradients into full-size update differences.
+    """
+    common = ["--config", SR, *TINY_SR, "--trainer.max_steps=3",
+              "--model.init_args.optimizer=torch.optim.SGD", "--model.init_args.optimizer.init_args.lr=0.05",
+              "--trainer.limit_val_batches=0", "--data.init_args.repeats=8"]
+    run_cli_subprocess("fit", *common, "--data.init_args.batch_size=2", "--trainer.accelerator=cpu",
+                       "--trainer.devices=2", "--trainer.strategy=ddp", "--trainer.logger.init_args.name=ddp")
+    run_cli("fit", *common, "--data.init_args.batch_size=4", "--trainer.logger.init_args.name=single")
+    load = lambda name: torch.load(tmp_path / "runs" / name / "version_0/checkpoints/last.ckpt", weights_only=True)
+    ddp, single = load("ddp"), load("single")
+    assert ddp["global_step"] == single["global_step"] == 3
+    for key, value in single["state_dict"].items():
+        torch.testing.assert_close(ddp["state_dict"][key], value, rtol=0, atol=1e-5, msg=key)
