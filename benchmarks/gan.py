@@ -1,0 +1,154 @@
+"""GAN on digits: FID of the default config after its CPU budget, as a markdown table.
+
+    python -m benchmarks.gan --fid-features ../shared/fid/inception-2015-12-05-features.pt
+    python -m benchmarks.gan --fid-features FILE --ckpt runs/gan_digits/version_0/checkpoints/last.ckpt
+
+Without ``--ckpt`` it first trains ``--config`` with the CLI (the same command a user runs).
+Then it reports the FID of ``--fid-samples`` seeded samples of the EMA generator (and of the
+raw generator) against as many held-out digits (the validation split, never trained on), next
+to the floor that the sample count allows: the FID of the training digits against the same
+held-out digits. Without ``--fid-features`` the standard Inception is downloaded. Last, the
+time per training step (one discriminator + one generator step) in Lightning relative to a
+plain PyTorch loop doing the same work on the same batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+import torchvision
+
+from benchmarks.overhead import overhead_ratio
+from datamodules.generation import GenerationDataModule
+from lightning_modules.fid import GenerativeMetrics, match_fid_state
+from lightning_modules.gan import GANModule
+from lightning_modules.gan_losses import LOSSES
+from train import cli_main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def build(config: str, ckpt: str | None = None) -> tuple[GANModule, GenerationDataModule]:
+    """Model and data exactly as the CLI builds them from ``config`` (weights from ``ckpt``)."""
+    cli = cli_main(["--config", config], run=False)
+    model, data = cli.model, cli.datamodule
+    if ckpt is not None:
+        state = torch.load(ckpt, weights_only=True, map_location="cpu")["state_dict"]
+        match_fid_state(state, model.fid)
+        model.load_state_dict(state)
+    return model, data
+
+
+def train(config: str, workdir: Path) -> tuple[str, float]:
+    start = time.perf_counter()
+    cli = cli_main(["fit", "--config", config, f"--trainer.logger.init_args.save_dir={workdir}", "--progress_bar.refresh_rate=0"])
+    return cli.trainer.checkpoint_callback.last_model_path, time.perf_counter() - start
+
+
+@torch.no_grad()
+def fids(model: GANModule, data: GenerationDataModule, features: str, n: int, grid: str | None) -> dict[str, float]:
+    """FID against ``n`` held-out digits of: EMA samples, raw samples, the training digits."""
+    model.eval()
+    held_out = torch.stack([data.val_set[i]["image"] for i in range(min(n, len(data.val_set)))])
+    training = torch.stack([data.train_set[i]["image"] for i in range(min(n, len(data.train_set)))])
+    latents = torch.randn(n, model.latent_dim, generator=torch.Generator().manual_seed(0))
+    metrics = GenerativeMetrics(features, num_samples=n)
+    for chunk in held_out.split(100):
+        metrics.update(chunk, real=True)
+    results = {"held_out": len(held_out), "training": len(training)}
+    for name, images in (
+        ("ema", model.sample(latents)),
+        ("raw", model.sample(latents, raw=True)),
+        ("floor", training),
+    ):
+        if name == "ema" and grid:
+            torchvision.utils.save_image(images[:64].add(1).div(2), grid, nrow=8, padding=2)
+        for chunk in images.split(100):
+            metrics.update(chunk, real=False)
+        results[name] = float(metrics.compute()["fid"])
+        metrics.reset_fake()
+    return results
+
+
+def step_overhead(config: str, data: GenerationDataModule, rounds: int, steps: int) -> dict[str, float]:
+    batch = next(iter(data.train_dataloader()))
+
+    def make_module() -> GANModule:
+        return build(config)[0]
+
+    def make_plain_step():
+        """One discriminator and one generator step as a hand-written PyTorch loop would do them."""
+        model = make_module()
+        generator, discriminator, ema = model.generator, model.discriminator, model.generator_ema
+        opt_g = model.generator_optimizer(generator.parameters())
+        opt_d = model.discriminator_optimizer(discriminator.parameters())
+        d_loss_fn, g_loss_fn = LOSSES[model.loss_name]
+        real = batch["image"]
+        ema.update_parameters(generator)
+
+        def step() -> None:
+            fake = generator(torch.randn(real.shape[0], model.latent_dim))
+            d_loss = d_loss_fn(discriminator(real), discriminator(fake.detach()))
+            opt_d.zero_grad()
+            d_loss.backward()
+            opt_d.step()
+            discriminator.requires_grad_(False)
+            g_loss = g_loss_fn(discriminator(fake))
+            opt_g.zero_grad()
+            g_loss.backward()
+            opt_g.step()
+            discriminator.requires_grad_(True)
+            ema.update_parameters(generator)
+
+        return step
+
+    return overhead_ratio(make_module, make_plain_step, batch, steps=steps, rounds=rounds)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--fid-features", default="inception", help="TorchScript file: uint8 (N,3,H,W) -> (N,D) features")
+    parser.add_argument("--config", default=str(ROOT / "configs/gan/digits.yaml"))
+    parser.add_argument("--ckpt", help="evaluate this checkpoint instead of training --config first")
+    parser.add_argument("--fid-samples", type=int, default=1000)
+    parser.add_argument("--grid", help="also write 64 EMA samples to this PNG file")
+    parser.add_argument("--timing-steps", type=int, default=30)
+    parser.add_argument("--timing-rounds", type=int, default=3)
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+
+    train_seconds = None
+    with tempfile.TemporaryDirectory() as workdir:
+        ckpt = args.ckpt
+        if ckpt is None:
+            ckpt, train_seconds = train(args.config, Path(workdir))
+        model, data = build(args.config, ckpt)
+    data.setup("fit")
+    start = time.perf_counter()
+    fid = fids(model, data, args.fid_features, args.fid_samples, args.grid)
+    fid_seconds = time.perf_counter() - start
+    timing = step_overhead(args.config, data, args.timing_rounds, args.timing_steps)
+
+    n = args.fid_samples
+    print(f"\nGAN on digits ({Path(args.config).name}), CPU threads: {torch.get_num_threads()}\n")
+    print("| measure | value |")
+    print("|---|---|")
+    if train_seconds is not None:
+        print(f"| training wall time (fit, incl. start-up) | {train_seconds / 60:.1f} min |")
+    print(f"| FID, EMA generator: {n} samples vs {fid['held_out']} held-out digits | {fid['ema']:.2f} |")
+    print(f"| FID, raw generator: {n} samples vs {fid['held_out']} held-out digits | {fid['raw']:.2f} |")
+    print(f"| FID floor: {fid['training']} training digits vs the same held-out digits | {fid['floor']:.2f} |")
+    print(f"| EMA FID / floor (target <= 3) | {fid['ema'] / fid['floor']:.2f} |")
+    print(f"| step time, Lightning (D + G step) | {timing['lightning_s'] * 1000:.1f} ms |")
+    print(f"| step time, plain PyTorch loop | {timing['plain_s'] * 1000:.1f} ms |")
+    print(f"| Lightning / plain (target <= 1.05) | {timing['ratio']:.3f} |")
+    print(f"\nFID features: {args.fid_features}; FID evaluation took {fid_seconds / 60:.1f} min.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""Inpainting benchmark: the embedded model against biharmonic inpainting, Lightning overhead.
+
+    python -m benchmarks.inpainting                   # trains configs/inpainting/embedded.yaml first
+    python -m benchmarks.inpainting --ckpt last.ckpt  # evaluates an existing embedded-config checkpoint
+
+Prints a markdown table. Quality is measured on the embedded validation set of the config: 4
+fixed 128x128 crops of each validation photo with fixed LaMa "medium" masks (1 = hole), on the
+composited outputs: PSNR / SSIM (8-bit RGB, whole crop) and masked L1 (hole MAE x 100 on [0, 1]).
+The classical baseline is scikit-image's biharmonic inpainting on the same crops and masks.
+CPU cost is reported as process CPU time (all threads) next to wall time, since wall time on a
+shared machine depends on the other jobs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from skimage.restoration import inpaint_biharmonic
+
+from benchmarks.overhead import overhead_ratio
+from lightning_modules.gan_losses import hinge_d_loss, hinge_g_loss
+from lightning_modules.inpainting import InpaintingMetrics, composite, masked_l1
+from train import cli_main
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = str(ROOT / "configs" / "inpainting" / "embedded.yaml")
+
+
+def _quality(ckpt: str | None, workdir: Path) -> tuple[dict[str, float], dict[str, float] | None]:
+    """Validation metrics of the embedded config (training it first when no checkpoint is given)."""
+    common = ["--config", CONFIG, f"--trainer.logger.init_args.save_dir={workdir}", "--progress_bar.refresh_rate=0"]
+    cost = None
+    if ckpt is None:
+        wall, cpu = time.perf_counter(), time.process_time()
+        cli = cli_main(["fit", *common])
+        cost = {"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu, "steps": cli.trainer.global_step}
+        ckpt = str(Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt")
+    cli = cli_main(["validate", *common, "--ckpt_path", ckpt])
+    return {k: v.item() for k, v in cli.trainer.callback_metrics.items()}, cost
+
+
+def _biharmonic(val_set) -> tuple[dict[str, float], float]:
+    """Biharmonic inpainting of every validation crop: metrics and CPU seconds per crop."""
+    metrics = InpaintingMetrics()
+    start = time.process_time()
+    for index in range(len(val_set)):
+        item = val_set[index]
+        image, mask = item["image"], item["mask"]
+        filled = inpaint_biharmonic(image.permute(1, 2, 0).double().numpy(), mask[0].bool().numpy(), channel_axis=-1)
+        filled = torch.from_numpy(filled).permute(2, 0, 1).float().clamp(0, 1)
+        metrics.update(composite(filled, image, mask).unsqueeze(0), image.unsqueeze(0), mask.unsqueeze(0))
+    seconds = (time.process_time() - start) / len(val_set)
+    return {k: v.item() for k, v in metrics.compute().items()}, seconds
+
+
+def _setup():
+    cli = cli_main(["--config", CONFIG, "--trainer.logger=false"], run=False)
+    datamodule = cli.datamodule
+    datamodule.setup("fit")
+    return datamodule, next(iter(datamodule.train_dataloader()))
+
+
+def _overhead(batch: dict) -> dict[str, float]:
+    def make_module():
+        return cli_main(["--config", CONFIG, "--trainer.logger=false"], run=False).model
+
+    def make_plain_step():
+        module = make_module()
+        generator, discriminator = module.generator, module.discriminator
+        opt_g = module.generator_optimizer(generator.parameters())
+        opt_d = module.discriminator_optimizer(discriminator.parameters())
+        image, mask = batch["image"], batch["mask"]
+        module.generator_ema.update_parameters(generator)
+
+        def judge(images):
+            return discriminator(torch.cat([composite(images, image, mask), mask], dim=1))
+
+        def step():
+            fake = generator(image, mask)
+            discriminator.requires_grad_(True)
+            d_loss = hinge_d_loss(judge(image), judge(fake.detach()))
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+            discriminator.requires_grad_(False)
+            g_loss = (
+                module.adversarial_weight * hinge_g_loss(judge(fake))
+                + module.hole_l1_weight * masked_l1(fake, image, mask)
+                + module.valid_l1_weight * masked_l1(fake, image, 1 - mask)
+            )
+            opt_g.zero_grad(set_to_none=True)
+            g_loss.backward()
+            opt_g.step()
+            module.generator_ema.update_parameters(generator)
+
+        return step
+
+    return overhead_ratio(make_module, make_plain_step, batch, steps=10, warmup=2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ckpt", help="checkpoint of configs/inpainting/embedded.yaml (default: train one now)")
+    parser.add_argument("--skip-overhead", action="store_true", help="skip the Lightning-vs-plain step timing")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as workdir:
+        model, cost = _quality(args.ckpt, Path(workdir))
+    datamodule, batch = _setup()
+    datamodule.setup("validate")
+    baseline, biharmonic_seconds = _biharmonic(datamodule.val_set)
+    rows = []
+    if cost is not None:
+        rows += [
+            ("embedded job: wall time (fit incl. validation)", f"{cost['wall_s'] / 60:.1f} min"),
+            ("embedded job: process CPU time (all threads)", f"{cost['cpu_s'] / 60:.1f} min ({cost['steps']} steps)"),
+        ]
+    rows += [
+        ("validation crops (128x128, LaMa medium masks)", f"{len(datamodule.val_set)}"),
+        ("masked L1, hole MAE x100 (model / biharmonic; target: model lower)",
+         f"{model['val/masked_l1']:.2f} / {baseline['masked_l1']:.2f}"),
+        ("PSNR (model / biharmonic)", f"{model['val/psnr']:.2f} / {baseline['psnr']:.2f} dB"),
+        ("SSIM (model / biharmonic)", f"{model['val/ssim']:.4f} / {baseline['ssim']:.4f}"),
+        ("biharmonic CPU time per crop", f"{biharmonic_seconds:.2f} s"),
+    ]
+    if not args.skip_overhead:
+        overhead = _overhead(batch)
+        rows += [
+            ("Lightning step / plain PyTorch step", f"{overhead['ratio']:.3f}"),
+            ("step time Lightning / plain (D + G step, batch "
+             f"{len(batch['image'])})", f"{overhead['lightning_s'] * 1e3:.0f} / {overhead['plain_s'] * 1e3:.0f} ms"),
+        ]
+    print(f"\n| inpainting (torch {torch.__version__}, {torch.get_num_threads()} threads) | value |")
+    print("|---|---|")
+    for name, value in rows:
+        print(f"| {name} | {value} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""Unconditional image GAN (DCGAN, SNGAN, WGAN-GP) on :class:`~datamodules.generation.GenerationDataModule`."""
+
+from __future__ import annotations
+
+import torch
+import torchvision
+from torch import Tensor, nn
+from torch.optim.swa_utils import update_bn
+
+from lightning_modules.adversarial import AdversarialModule
+from lightning_modules.callbacks import log_image_grid
+from lightning_modules.fid import GenerativeMetrics, match_fid_state
+
+
+def slerp(a: Tensor, b: Tensor, steps: int) -> Tensor:
+    """Spherical interpolation from ``a`` to ``b`` (Gaussian latents keep their norm; White, 2016)."""
+    t = torch.linspace(0, 1, steps, dtype=a.dtype, device=a.device).unsqueeze(1)
+    omega = torch.arccos((a / a.norm() * b / b.norm()).sum().clamp(-1, 1))
+    if omega.abs() < 1e-6:
+        return (1 - t) * a + t * b
+    return (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
+
+
+def seeded_latents(seeds: list[int], latent_dim: int, device: torch.device) -> Tensor:
+    """One N(0, I) latent per seed, drawn on the CPU so a seed gives the same image on any device."""
+    return torch.stack([torch.randn(latent_dim, generator=torch.Generator().manual_seed(s)) for s in seeds]).to(device)
+
+
+class GANModule(AdversarialModule):
+    """Noise -> image GAN with a sample grid and FID/KID at every validation.
+
+    Training, losses, EMA, optimizers and schedulers are those of
+    :class:`~lightning_modules.adversarial.AdversarialModule` (its arguments are accepted
+    here too). The generator needs ``latent_dim``, ``image_size`` and ``channels`` attributes
+    (as ``networks.dcgan`` and ``networks.sngan`` have).
+
+    Args:
+        fid: FID/KID of the EMA generator against the validation images at every validation,
+            logged as ``val/fid`` (``val/kid_mean``, ``val/kid_std``); ``null`` turns it off.
+        evaluate_raw_generator: also log the raw generator's FID and grid (``val/fid_raw``,
+            ``val/samples_raw``) next to the EMA generator's.
+        num_grid_samples / grid_seed: the fixed latents rendered as ``val/samples``.
+        sample_batch_size: batch size when generating images for FID and predict.
+        batch_norm_samples: latents on which the EMA generator's batch-norm statistics are
+            recomputed before it is evaluated (averaged weights need their own statistics).
+        interpolation_seeds / interpolation_steps: predict also writes a latent interpolation
+            strip between the images of these two seeds.
+    """
+
+    def __init__(
+        self,
+        fid: GenerativeMetrics | None = None,
+        evaluate_raw_generator: bool = False,
+        num_grid_samples: int = 64,
+        grid_seed: int = 1234,
+        sample_batch_size: int = 250,
+        batch_norm_samples: int = 1000,
+        interpolation_seeds: tuple[int, int] | None = None,
+        interpolation_steps: int = 10,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        for attribute in ("latent_dim", "image_size", "channels"):
+            if not hasattr(self.generator, attribute):
+                raise ValueError(f"generator {type(self.generator).__name__} needs a `{attribute}` attribute")
+        self.latent_dim = self.generator.latent_dim
+        self.fid = fid
+        self.evaluate_raw_generator = evaluate_raw_generator
+        self.sample_batch_size = sample_batch_size
+        self.batch_norm_samples = batch_norm_samples
+        self.interpolation_seeds = interpolation_seeds
+        self.interpolation_steps = interpolation_steps
+        noise = torch.randn(num_grid_samples, self.latent_dim, generator=torch.Generator().manual_seed(grid_seed))
+        self.register_buffer("grid_noise", noise, persistent=False)  # rebuilt from grid_seed
+        self._noise_rng: torch.Generator | None = None
+        self._ema_norm_stale = True
+        self._predicted: list[Tensor] = []
+
+    def setup(self, stage: str) -> None:
+        datamodule = self.trainer.datamodule
+        expected = (self.generator.channels, self.generator.image_size)
+        found = (getattr(datamodule, "channels", None), getattr(datamodule, "image_size", None))
+        if None not in found and found != expected:
+            raise ValueError(
+                f"the generator makes {expected[0]}-channel {expected[1]}x{expected[1]} images but the data has "
+                f"{found[0]}-channel {found[1]}x{found[1]} images: set the generator's and discriminator's "
+                "`channels`/`image_size` to the data's (or data.channels / data.image_size)"
+            )
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        match_fid_state(checkpoint["state_dict"], self.fid)  # FID may be on in one run and off in the next
+
+    # ----------------------------------------------------------------- sampling
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        # Every DDP rank starts from the same seed: offset the training noise by rank.
+        self._noise_rng = torch.Generator(self.device).manual_seed(torch.initial_seed() + self.global_rank)
+
+    def noise(self, n: int, rng: torch.Generator | None = None) -> Tensor:
+        return torch.randn(n, self.latent_dim, device=self.device, generator=rng)
+
+    @torch.no_grad()
+    def sample(self, latents: Tensor, raw: bool = False) -> Tensor:
+        """Images in [-1, 1] from the evaluation (EMA) generator, or the raw one, in batches."""
+        generator = self.eval_generator(raw)
+        return torch.cat([generator(z) for z in latents.split(self.sample_batch_size)])
+
+    def eval_generator(self, raw: bool = False) -> nn.Module:
+        generator = super().eval_generator(raw)
+        if generator is not self.generator and self._ema_norm_stale:
+            # The batch-norm statistics of averaged weights are not the average of the
+            # statistics: recompute them on seeded noise (swa_utils.update_bn, as for SWA).
+            rng = torch.Generator(self.device).manual_seed(0)
+            sizes = [self.sample_batch_size] * (self.batch_norm_samples // self.sample_batch_size)
+            with torch.no_grad():
+                update_bn([self.noise(n, rng) for n in sizes or [self.batch_norm_samples]], generator)
+            self._ema_norm_stale = False
+        return generator
+
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        super().training_step(batch, batch_idx)
+        self._ema_norm_stale = True
+
+    def generate(self, batch: dict) -> Tensor:
+        return self.generator(self.noise(batch["image"].shape[0], self._noise_rng))
+
+    def real_images(self, batch: dict) -> Tensor:
+        return batch["image"]
+
+    # ----------------------------------------------------------------- validation
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        # Real statistics are computed once, at the first validation after the sanity check.
+        if self.fid is not None and not self.trainer.sanity_checking and not self.fid.has_real_features:
+            self.fid.update(batch["image"][: self.fid.remaining(real=True)], real=True)
+
+    def on_validation_epoch_end(self) -> None:
+        variants = [("", False)] + ([("_raw", True)] if self.evaluate_raw_generator else [])
+        for suffix, raw in variants:
+            log_image_grid(self, f"val/samples{suffix}", self.sample(self.grid_noise, raw).add(1).div(2))
+            if self.fid is None or self.trainer.sanity_checking:
+                continue
+            # The same latents at every validation, different on every rank.
+            rng = torch.Generator(self.device).manual_seed(10_000 + self.global_rank)
+            while (n := self.fid.remaining(real=False)) > 0:
+                self.fid.update(self.sample(self.noise(min(n, self.sample_batch_size), rng), raw), real=False)
+            values = self.fid.compute()
+            self.fid.reset_fake()
+            values = {f"val/{name}{suffix}": value for name, value in values.items()}
+            self.log_dict(values, prog_bar=not suffix, sync_dist=True)
+
+    # ----------------------------------------------------------------- predict
+    def on_predict_start(self) -> None:
+        self._predicted = []
+
+    def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> list[tuple[str, Tensor]]:
+        """``sample_<seed>.png`` per seed; after the last batch also ``grid.png`` of the first
+        ``num_grid_samples`` samples (and the interpolation strip)."""
+        seeds = [int(s) for s in batch["seed"]]
+        images = self.sample(seeded_latents(seeds, self.latent_dim, self.device)).add(1).div(2).cpu()
+        outputs = [(f"sample_{seed:06d}.png", image) for seed, image in zip(seeds, images)]
+        grid_size = self.grid_noise.shape[0]
+        if sum(len(chunk) for chunk in self._predicted) < grid_size:
+            self._predicted.append(images)
+        if batch_idx == self.trainer.num_predict_batches[dataloader_idx] - 1:
+            rank = f"_rank{self.global_rank}" if self.trainer.world_size > 1 else ""
+            outputs.append((f"grid{rank}.png", _grid(torch.cat(self._predicted)[:grid_size])))
+            if self.interpolation_seeds is not None and self.global_rank == 0:
+                outputs.append(self._interpolation())
+        return outputs
+
+    def _interpolation(self) -> tuple[str, Tensor]:
+        first, second = self.interpolation_seeds
+        ends = seeded_latents([first, second], self.latent_dim, self.device)
+        images = self.sample(slerp(ends[0], ends[1], self.interpolation_steps)).add(1).div(2).cpu()
+        return f"interpolation_{first}_{second}.png", _grid(images, nrow=self.interpolation_steps)
+
+
+def _grid(images: Tensor, nrow: int = 8) -> Tensor:
+    return torchvision.utils.make_grid(images.clamp(0, 1), nrow=nrow, padding=2)
+

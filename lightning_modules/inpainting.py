@@ -1,0 +1,245 @@
+"""Image inpainting on the shared GAN machinery (DeepFill v2 style, with LaMa's perceptual term).
+
+Masks are (N, 1, H, W) with **1 = hole**. The output is always composited: known pixels are
+copied from the input bit for bit, the generator only fills the holes.
+
+Generator loss = ``hole_l1_weight * L1(holes) + valid_l1_weight * L1(known pixels)`` on the
+raw prediction, ``+ perceptual(composite, image)`` (VGG19, optional), ``+ adversarial_weight *
+hinge`` from an SN-PatchGAN that sees the composite and the mask.
+
+Evaluation (the MMagic protocol): PSNR and SSIM on the whole composited image (8-bit, RGB,
+SSIM on the valid region of the 11x11 Gaussian window, per image then averaged), masked L1 =
+mean absolute error over the hole pixels x 100 on [0, 1], per image then averaged; FID
+(shared implementation) optionally, of the composites against the ground truth of the same
+evaluation set (both recomputed at every validation and test).
+"""
+
+from __future__ import annotations
+
+
+import torch
+from lightning.pytorch.utilities import rank_zero_only
+from torch import Tensor, nn
+from torchmetrics import Metric
+
+from datamodules.image_io import save_image
+from lightning_modules.adversarial import AdversarialModule
+from lightning_modules.callbacks import log_image_grid, run_dir
+from lightning_modules.fid import GenerativeMetrics, match_fid_state
+from lightning_modules.perceptual import PerceptualLoss
+from lightning_modules.sr_metrics import SuperResolutionMetrics
+
+#: Logged metric names (``val/<name>``, ``test/<name>``) besides FID.
+METRIC_NAMES = ("psnr", "ssim", "masked_l1")
+
+
+def composite(prediction: Tensor, image: Tensor, mask: Tensor) -> Tensor:
+    """The prediction in the holes (mask 1), the image elsewhere, copied exactly."""
+    return torch.where(mask.bool(), prediction, image)
+
+
+def masked_l1(prediction: Tensor, target: Tensor, weight: Tensor) -> Tensor:
+    """Mean absolute error over the pixels where ``weight`` (N, 1, H, W) is 1, all channels:
+    ``sum(|p - t| * w) / (sum(w) * C)`` (0 when ``weight`` is all zero)."""
+    total = ((prediction - target).abs() * weight).sum()
+    return total / (weight.sum() * prediction.shape[1]).clamp(min=1)
+
+
+def show_holes(image: Tensor, mask: Tensor) -> Tensor:
+    """The network's view of the input for grids: holes painted white."""
+    return torch.where(mask.bool(), torch.ones_like(image), image)
+
+
+class MaskedL1(Metric):
+    """Per-image mean absolute error over the hole pixels, x 100 on [0, 1] (MMagic's inpainting
+    "L1"), averaged over the images that have holes; DDP-synced sums."""
+
+    is_differentiable = False
+    higher_is_better = False
+    full_state_update = False
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.add_state("total", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("num_images", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, output: Tensor, target: Tensor, mask: Tensor) -> None:
+        errors = ((output.double() - target.double()).abs() * mask).sum(dim=(1, 2, 3))
+        holes = mask.double().sum(dim=(1, 2, 3)) * output.shape[1]
+        has_holes = holes > 0
+        self.total += (100 * errors[has_holes] / holes[has_holes]).sum()
+        self.num_images += int(has_holes.sum())
+
+    def compute(self) -> Tensor:
+        return self.total / self.num_images
+
+
+class InpaintingMetrics(nn.Module):
+    """PSNR, SSIM (RGB, 8-bit, whole composited image) and masked L1 of one evaluation stage."""
+
+    def __init__(self):
+        super().__init__()
+        self.quality = SuperResolutionMetrics(crop_border=0)
+        self.masked_l1 = MaskedL1()
+
+    def update(self, output: Tensor, target: Tensor, mask: Tensor) -> None:
+        self.quality.update(output, target)
+        self.masked_l1.update(output, target, mask)
+
+    def compute(self) -> dict[str, Tensor]:
+        quality = self.quality.compute()
+        return {"psnr": quality["psnr_rgb"], "ssim": quality["ssim_rgb"], "masked_l1": self.masked_l1.compute()}
+
+    def reset(self) -> None:
+        self.quality.reset()
+        self.masked_l1.reset()
+
+
+class InpaintingModule(AdversarialModule):
+    """Gated-conv generator + SN-PatchGAN trained with hole/valid L1, perceptual and hinge losses.
+
+    Training, EMA, optimizers, schedulers and gradient clipping are those of
+    :class:`~lightning_modules.adversarial.AdversarialModule` (its arguments are accepted here;
+    ``loss: hinge`` is the inpainting choice). The generator is called as ``generator(image,
+    mask)`` and the discriminator on the composite concatenated with the mask (4 channels).
+
+    Args:
+        hole_l1_weight / valid_l1_weight: weights of the L1 loss on hole and on known pixels
+            of the raw prediction (DeepFill v2: 1 and 1).
+        perceptual: VGG19 perceptual loss on the composite (real weights or a local file, see
+            :class:`~lightning_modules.perceptual.PerceptualLoss`); ``null`` turns it off.
+        fid: FID of the composites against the ground-truth images at every validation
+            (``val/fid``) and test; ``null`` turns it off.
+        num_grid_images: validation images shown as masked input | output | ground truth.
+    """
+
+    def __init__(
+        self,
+        hole_l1_weight: float = 1.0,
+        valid_l1_weight: float = 1.0,
+        perceptual: PerceptualLoss | None = None,
+        fid: GenerativeMetrics | None = None,
+        num_grid_images: int = 8,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.hole_l1_weight, self.valid_l1_weight = hole_l1_weight, valid_l1_weight
+        self.perceptual = perceptual
+        self.fid = fid
+        self.num_grid_images = num_grid_images
+        self.metrics = nn.ModuleDict({"val": InpaintingMetrics(), "test": InpaintingMetrics()})
+        self._grid: list[Tensor] = []
+
+    # ----------------------------------------------------------------- GAN hooks
+    def generate(self, batch: dict) -> Tensor:
+        """The raw prediction (whole image); compositing happens where it is judged."""
+        return self.generator(batch["image"], batch["mask"])
+
+    def real_images(self, batch: dict) -> Tensor:
+        return batch["image"]
+
+    def discriminator_input(self, images: Tensor, batch: dict) -> Tensor:
+        # Composite with the batch's known pixels: a real image stays itself, a prediction
+        # becomes what the user gets, so the discriminator can only judge the filled holes.
+        return torch.cat([composite(images, batch["image"], batch["mask"]), batch["mask"]], dim=1)
+
+    def extra_generator_losses(self, fake: Tensor, batch: dict) -> dict[str, Tensor]:
+        image, mask = batch["image"], batch["mask"]
+        terms = {
+            "hole_l1": self.hole_l1_weight * masked_l1(fake, image, mask),
+            "valid_l1": self.valid_l1_weight * masked_l1(fake, image, 1 - mask),
+        }
+        if self.perceptual is not None:
+            terms["perceptual"] = self.perceptual(composite(fake, image, mask), image)
+        return terms
+
+    # ----------------------------------------------------------------- inference
+    @torch.no_grad()
+    def inpaint(self, image: Tensor, mask: Tensor, raw: bool = False) -> Tensor:
+        """Composited output of the evaluation (EMA) generator, or the raw one, in [0, 1]."""
+        prediction = self.eval_generator(raw)(image, mask).clamp(0, 1)
+        return composite(prediction, image, mask)
+
+    # ----------------------------------------------------------------- evaluation
+    def _eval_step(self, batch: dict, stage: str) -> None:
+        image, mask = batch["image"], batch["mask"]
+        output = self.inpaint(image, mask)
+        self.metrics[stage].update(output, image, mask)
+        if self.fid is not None and not self.trainer.sanity_checking:
+            if not self.fid.has_real_features:
+                self.fid.update(image[: self.fid.remaining(real=True)] * 2 - 1, real=True)
+            self.fid.update(output[: self.fid.remaining(real=False)] * 2 - 1, real=False)
+        if stage == "val" and len(self._grid) < self.num_grid_images:
+            take = self.num_grid_images - len(self._grid)
+            for triple in zip(show_holes(image, mask)[:take], output[:take], image[:take]):
+                self._grid.append(torch.stack(triple))
+
+    def _log_eval(self, stage: str) -> None:
+        values = {f"{stage}/{name}": value for name, value in self.metrics[stage].compute().items()}
+        self.metrics[stage].reset()
+        if self.fid is not None and not self.trainer.sanity_checking:
+            values[f"{stage}/fid"] = self.fid.compute()["fid"]
+            self.fid.reset_fake()
+        self.log_dict(values, sync_dist=False, prog_bar=stage == "val")  # metrics are already synced
+        if self._grid:
+            log_image_grid(self, f"{stage}/masked_output_truth", torch.cat(self._grid), nrow=3)
+        self._grid = []
+
+    def _reset_fid(self) -> None:
+        """Forget the real statistics too: they are recomputed from this evaluation's ground truth,
+        so FID stays right when validate/test run on other images than the training run did."""
+        if self.fid is None:
+            return
+        for metric in self.fid.metrics():
+            metric.reset_real_features = True
+            metric.reset()
+            metric.reset_real_features = False
+        self.fid.real_done.fill_(False)
+
+    def on_validation_epoch_start(self) -> None:
+        self._reset_fid()
+
+    def on_test_epoch_start(self) -> None:
+        self._reset_fid()
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_eval("val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_eval("test")
+
+    def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> list[tuple[str, Tensor]]:
+        """The composited output of every image, as ``<name>.png`` (known pixels unchanged)."""
+        return list(zip(batch["output_name"], self.inpaint(batch["image"], batch["mask"]).cpu()))
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        match_fid_state(checkpoint["state_dict"], self.fid)
+
+    def on_fit_end(self) -> None:
+        self._print_summary()
+
+    @rank_zero_only
+    def _print_summary(self) -> None:
+        """After training: the last validation metrics, and one inpainted example on disk."""
+        metrics = self.trainer.callback_metrics
+        if "val/masked_l1" not in metrics:
+            return
+        names = [name for name in (*METRIC_NAMES, "fid") if f"val/{name}" in metrics]
+        print("\nValidation (composited output; masked_l1 = hole MAE x 100 on [0, 1]):")
+        for name in names:
+            print(f"  {name:<10}{metrics[f'val/{name}'].item():>10.4f}")
+        datamodule = self.trainer.datamodule
+        if datamodule is None or not hasattr(datamodule, "val_set"):
+            return
+        example = datamodule.val_set[0]
+        image, mask = example["image"].unsqueeze(0).to(self.device), example["mask"].unsqueeze(0).to(self.device)
+        grid = torch.cat([show_holes(image, mask), self.inpaint(image, mask), image], dim=3)[0]
+        # run_dir, not trainer.log_dir: the latter broadcasts, and only rank 0 runs this.
+        path = save_image(grid, run_dir(self.trainer) / "inpainted_example.png")
+        print(f"Example (masked input | output | ground truth) written to {path.resolve()}")
