@@ -38,7 +38,7 @@ def _quality(ckpt: str | None, workdir: Path) -> tuple[dict[str, float], float |
 
 
 def _module_and_batch():
-    cli = cli_main(["fit", "--config", CONFIG, "--trainer.logger=false"], run=False)
+    cli = cli_main(["--config", CONFIG, "--trainer.logger=false"], run=False)
     datamodule = cli.datamodule
     datamodule.setup("fit")
     batch = next(iter(datamodule.train_dataloader()))
@@ -47,7 +47,7 @@ def _module_and_batch():
 
 def _overhead(batch: dict) -> dict[str, float]:
     def make_module():
-        return cli_main(["fit", "--config", CONFIG, "--trainer.logger=false"], run=False).model
+        return cli_main(["--config", CONFIG, "--trainer.logger=false"], run=False).model
 
     def make_plain_step():
         generator = make_module().generator

@@ -99,7 +99,7 @@ def _imagenet_state_dict(weights_path: str | None, depth: int) -> dict[str, torc
     state = {key.removeprefix("features."): value for key, value in state.items() if not key.startswith("classifier.")}
     conv_indices = [i for i, name in enumerate(vgg19_layer_names()[:depth]) if name.startswith("conv")]
     needed = {f"{i}.{kind}" for i in conv_indices for kind in ("weight", "bias")}
-    missing = sorted(needed - state.keys(), key=lambda k: int(k.split(".")[0]))
+    missing = sorted(needed - state.keys(), key=lambda k: (int(k.split(".")[0]), k))
     if missing:
         raise ValueError(f"{source}: not a VGG19 state dict, missing {', '.join(missing[:4])}")
     return {key: state[key] for key in needed}

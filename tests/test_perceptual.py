@@ -65,7 +65,7 @@ def test_only_the_needed_layers_are_built_and_loaded(weights_file, tmp_path):
     state = torch.load(weights_file, weights_only=True)
     torch.save({k: v for k, v in state.items() if k.startswith(("features.0.", "features.2."))}, shallow)
     VGG19Features(["conv1_2"], weights_path=str(shallow))
-    with pytest.raises(ValueError, match="not a VGG19 state dict, missing 5.weight"):
+    with pytest.raises(ValueError, match="not a VGG19 state dict, missing 5.bias, 5.weight"):
         VGG19Features(["conv2_1"], weights_path=str(shallow))
 
 
