@@ -1,0 +1,176 @@
+"""Segmentation benchmark: the embedded default config after its CPU budget, as a markdown table.
+
+    python -m benchmarks.segmentation                     # trains configs/segmentation/embedded.yaml first
+    python -m benchmarks.segmentation --ckpt last.ckpt    # evaluates an existing checkpoint of that config
+
+Reports, on the embedded validation scenes (unseen handwriting and background regions): mIoU,
+pixel accuracy and the worst class IoU; the training time; training samples/s; how many samples/s
+the data pipeline alone delivers; and the time per training step in Lightning relative to a plain
+PyTorch loop running the same model, loss, optimizer, schedule and batch. The two sides alternate
+for ``--timing-repeats`` rounds and the fastest round of each counts (as in ``timeit``), so load
+from other jobs on a shared machine disturbs the ratio as little as possible.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from lightning.pytorch import Callback, Trainer
+from torch.utils.data import DataLoader, Dataset
+
+from lightning_modules.segmentation import SegmentationModule
+from train import cli_main
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = str(ROOT / "configs" / "segmentation" / "embedded.yaml")
+
+
+def clock() -> torch.Tensor:
+    """(wall, process CPU) seconds; CPU time does not count the time other jobs hold the cores."""
+    return torch.tensor([time.perf_counter(), time.process_time()], dtype=torch.float64)
+
+
+def train(config: str, save_dir: str) -> tuple[str, torch.Tensor, int]:
+    """Fit ``config`` with the CLI (the command a user runs): last checkpoint, (wall, CPU) seconds, samples seen."""
+    start = clock()
+    cli = cli_main(["fit", "--config", config, f"--trainer.logger.init_args.save_dir={save_dir}", "--progress_bar.refresh_rate=0"])
+    seconds = clock() - start
+    samples = cli.trainer.global_step * cli.datamodule.batch_size
+    return str(Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"), seconds, samples
+
+
+def validate(config: str, ckpt: str, save_dir: str) -> dict[str, float]:
+    cli = cli_main(["validate", "--config", config, "--ckpt_path", ckpt, f"--trainer.logger.init_args.save_dir={save_dir}",
+                    "--progress_bar.refresh_rate=0"])
+    return {key: float(value) for key, value in cli.trainer.callback_metrics.items()}
+
+
+def build(config: str):
+    cli = cli_main(["--config", config], run=False)
+    return cli.model, cli.datamodule
+
+
+def pipeline_samples_per_second(config: str, batches: int) -> float:
+    """Samples/s from the training DataLoader alone (decode, transforms, collate), no model."""
+    _, data = build(config)
+    data.setup("fit")
+    loader = data.train_dataloader()
+    iterator = iter(loader)
+    next(iterator)  # worker start-up and generation are not throughput
+    start, count = time.perf_counter(), 0
+    for _ in range(batches):
+        try:
+            count += len(next(iterator)["image"])
+        except StopIteration:
+            iterator = iter(loader)
+    return count / (time.perf_counter() - start)
+
+
+class _SameBatch(Dataset):
+    def __init__(self, batch: dict, length: int):
+        self.batch, self.length = batch, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict:
+        return self.batch
+
+
+class _StepClock(Callback):
+    def __init__(self, warmup: int):
+        self.warmup = warmup
+        self.start = self.end = clock()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx == self.warmup:
+            self.start = clock()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.end = clock()
+
+
+def lightning_step(model: SegmentationModule, batch: dict, warmup: int, steps: int) -> torch.Tensor:
+    """(wall, CPU) seconds per ``Trainer.fit`` step on one batch held in memory."""
+    timer = _StepClock(warmup)
+    trainer = Trainer(
+        accelerator="cpu", devices=1, max_steps=warmup + steps, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
+        callbacks=[timer],
+    )
+    trainer.fit(model, train_dataloaders=DataLoader(_SameBatch(batch, warmup + steps), batch_size=None))
+    return (timer.end - timer.start) / steps
+
+
+def plain_step(model: SegmentationModule, batch: dict, warmup: int, steps: int) -> torch.Tensor:
+    """(wall, CPU) seconds per step of the same forward, loss, backward, optimizer and poly schedule."""
+    model.train()
+    optimizer = model.optimizer(model.parameters())
+    scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=warmup + steps, power=model.poly_power or 1.0)
+    start = clock()
+    for step in range(warmup + steps):
+        if step == warmup:
+            start = clock()
+        loss = sum(model.loss_terms(model._outputs(batch["image"]), batch["mask"]).values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if model.poly_power is not None:
+            scheduler.step()
+    return (clock() - start) / steps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=CONFIG)
+    parser.add_argument("--ckpt", help="evaluate this checkpoint instead of training --config first")
+    parser.add_argument("--save-dir", default="runs/benchmark", help="where the training run (and its checkpoint) goes")
+    parser.add_argument("--timing-steps", type=int, default=20)
+    parser.add_argument("--timing-repeats", type=int, default=5)
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+
+    ckpt, train_time, samples = args.ckpt, None, None
+    if ckpt is None:
+        ckpt, train_time, samples = train(args.config, args.save_dir)
+    scores = validate(args.config, ckpt, args.save_dir)
+    per_class = {k.removeprefix("val/iou_"): v for k, v in scores.items() if k.startswith("val/iou_")}
+    worst = min(per_class, key=per_class.get)
+
+    pipeline = pipeline_samples_per_second(args.config, batches=30)
+    _, data = build(args.config)
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))
+    lightning, plain = [], []
+    for _ in range(args.timing_repeats):  # interleaved, so that load from other jobs hits both alike
+        torch.manual_seed(0)
+        plain.append(plain_step(build(args.config)[0], batch, 3, args.timing_steps))
+        torch.manual_seed(0)
+        lightning.append(lightning_step(build(args.config)[0], batch, 3, args.timing_steps))
+    lightning, plain = torch.stack(lightning).min(dim=0).values, torch.stack(plain).min(dim=0).values
+    ratio = lightning / plain
+    batch_size = len(batch["image"])
+
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    print(f"\nMachine: {os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"load average {load} (shared machine: timings are noisy); config {Path(args.config).name}; checkpoint {ckpt}\n")
+    print("| val mIoU | pixel acc. | worst class IoU | train time (wall / CPU) | train samples/s (fit, wall) "
+          "| data pipeline samples/s | step Lightning / plain (CPU) | (wall) |")
+    print("|---|---|---|---|---|---|---|---|")
+    budget = f"{train_time[0] / 60:.1f} / {train_time[1] / 60:.1f} min" if train_time is not None else "-"
+    throughput = f"{samples / train_time[0]:.0f}" if train_time is not None else "-"
+    print(f"| {scores['val/miou']:.3f} | {scores['val/pixel_acc']:.3f} | {per_class[worst]:.3f} ({worst}) | {budget} "
+          f"| {throughput} | {pipeline:.0f} | {lightning[1] * 1e3:.0f} / {plain[1] * 1e3:.0f} ms = {ratio[1]:.3f} "
+          f"| {lightning[0] * 1e3:.0f} / {plain[0] * 1e3:.0f} ms = {ratio[0]:.3f} |")
+    print("\nPer-class IoU: " + ", ".join(f"{name} {value:.3f}" for name, value in per_class.items()))
+    print(f"Step times: best of {args.timing_repeats} alternating rounds x {args.timing_steps} steps, batch {batch_size}, "
+          f"one batch held in memory (Lightning-only samples/s: {batch_size / lightning[0]:.0f}).")
+
+
+if __name__ == "__main__":
+    main()
