@@ -87,7 +87,7 @@ class RandomCropsDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         image = self.transform(self.source[index % len(self.source)])
-        # Seeded from torch's generator, which Lightning seeds per run, worker and rank.
+        # Drawn from torch's generator, so seed_everything makes the masks reproducible.
         rng = np.random.default_rng(int(torch.randint(0, 2**62, ())))
         mask = self.masks(image.shape[1], image.shape[2], rng)
         return {"image": image.float().div(255), "mask": mask}
@@ -98,7 +98,6 @@ class FixedCropsDataset(Dataset):
 
     def __init__(self, source: _ImageSource, masks: MaskGenerator, crops_per_image: int, seed: int):
         self.source, self.masks, self.crops_per_image, self.seed = source, masks, crops_per_image, seed
-        self.files = source.files
 
     def __len__(self) -> int:
         return len(self.source) * self.crops_per_image
@@ -233,6 +232,8 @@ class InpaintingDataModule(LightningDataModule):
         super().__init__()
         if places365_root and (train_dir or val_dir):
             raise ValueError("set either data.places365_root or data.train_dir/val_dir, not both")
+        if resize_short_side is not None and resize_short_side < crop_size:
+            raise ValueError(f"data.resize_short_side={resize_short_side} is smaller than data.crop_size={crop_size}")
         self.train_masks, self.eval_masks = train_masks, eval_masks
         self.save_hyperparameters(ignore=["train_masks", "eval_masks"])
 

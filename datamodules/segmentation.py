@@ -190,10 +190,8 @@ class SegmentationPairs(Dataset):
             )
         if self.label_map is None:
             return mask
-        lookup = torch.full((max(max(values, default=0), self.ignore_index) + 1,), self.ignore_index, dtype=torch.int64)
-        for stored, class_id in self.label_map.items():
-            if stored < len(lookup):
-                lookup[stored] = class_id
+        lookup = torch.full((max([*values, *self.label_map, self.ignore_index]) + 1,), self.ignore_index, dtype=torch.int64)
+        lookup[list(self.label_map)] = torch.tensor(list(self.label_map.values()), dtype=torch.int64)
         return lookup[mask]
 
 
@@ -285,7 +283,7 @@ class SegmentationDataModule(LightningDataModule, ABC):
 
     def _loader(self, split: str, batch_size: int, shuffle: bool = False) -> DataLoader:
         """Like ``datamodules.loaders.make_loader`` (resume-safe shuffling), with padding collate."""
-        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        seed = int(os.environ.get("PL_GLOBAL_SEED", "0"))
         dataset = self.datasets[split]
         return DataLoader(
             dataset,

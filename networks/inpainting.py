@@ -29,7 +29,9 @@ def push_pull_fill(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         weights.append(F.avg_pool2d(weights[-1], 2, ceil_mode=True))
     estimate = sums[-1] / weights[-1].clamp(min=1e-8)
     for level_sum, level_weight in zip(reversed(sums[:-1]), reversed(weights[:-1])):
-        coarse = F.interpolate(estimate, size=level_sum.shape[-2:], mode="bilinear", align_corners=False)
+        # Exact 2x upsampling (then cropping) keeps the coarse samples at their 2x2 block centres.
+        coarse = F.interpolate(estimate, scale_factor=2, mode="bilinear", align_corners=False)
+        coarse = coarse[..., : level_sum.shape[-2], : level_sum.shape[-1]]
         estimate = torch.where(level_weight > 0, level_sum / level_weight.clamp(min=1e-8), coarse)
     return estimate
 

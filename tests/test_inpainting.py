@@ -17,7 +17,7 @@ from datamodules.masks import FreeFormMasks, LamaMasks
 from datamodules.super_resolution import SKIMAGE_DATA
 from lightning_modules.inpainting import InpaintingMetrics, InpaintingModule, MaskedL1, composite, masked_l1
 from lightning_modules.perceptual import PerceptualLoss
-from networks.inpainting import GatedConv2d, GatedUNetGenerator, PatchDiscriminator
+from networks.inpainting import GatedConv2d, GatedUNetGenerator, PatchDiscriminator, push_pull_fill
 
 
 def tiny_module(**kwargs) -> InpaintingModule:
@@ -51,14 +51,35 @@ def test_gated_conv_is_elu_times_sigmoid_gate():
     assert torch.allclose(layer(x), expected)
 
 
+def test_push_pull_fill_keeps_known_pixels_and_interpolates_smoothly():
+    image, mask = quantized_image(1, 3, 24, 40), random_mask(1, 24, 40)
+    filled = push_pull_fill(image, mask)
+    known = ~mask.bool().expand_as(image)
+    assert torch.equal(filled[known], image[known])
+    flat = torch.full((1, 3, 24, 40), 0.3)
+    assert torch.allclose(push_pull_fill(flat, mask), flat)
+    # Dark left, bright right, a vertical band missing between them: the fill is a convex
+    # combination of known values and is darker on the band's dark side.
+    halves = torch.full((1, 3, 24, 40), 0.2)
+    halves[..., 20:] = 0.8
+    band = torch.zeros(1, 1, 24, 40)
+    band[..., 12:28] = 1
+    inside = push_pull_fill(halves, band)[..., 12:28]
+    assert 0.2 <= inside.min() and inside.max() <= 0.8
+    assert inside[..., :4].mean() < 0.5 < inside[..., -4:].mean()
+
+
+@pytest.mark.parametrize("initial_fill", ["zeros", "push_pull"])
 @pytest.mark.parametrize("size", [(64, 64), (37, 53)])
-def test_generator_keeps_any_size_and_never_sees_the_holes(size):
-    generator = GatedUNetGenerator(base_channels=4, num_downsamples=2, dilations=(2, 4))
+def test_generator_keeps_any_size_and_never_sees_the_holes(size, initial_fill):
+    generator = GatedUNetGenerator(base_channels=4, num_downsamples=2, dilations=(2, 4), initial_fill=initial_fill)
     image, mask = torch.rand(2, 3, *size), random_mask(2, *size)
     output = generator(image, mask)
     assert output.shape == image.shape and 0 <= output.min() and output.max() <= 1
     scrambled = torch.where(mask.bool(), torch.rand_like(image), image)
     assert torch.equal(generator(scrambled, mask), output)
+    if initial_fill == "push_pull":  # the residual starts at zero
+        assert torch.equal(output, push_pull_fill(image, mask).clamp(0, 1))
 
 
 def test_patch_discriminator_is_spectrally_normalized_patch_logits():
