@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
@@ -87,6 +88,14 @@ class ResearchCLI(LightningCLI):
             logger_args["version"] = int(version.removeprefix("version_")) if version.startswith("version_") else version
             _keep_previous_metrics(checkpoint.parent.parent)
         print(f"Resuming from {checkpoint}")
+
+
+    def before_fit(self) -> None:
+        if self.config.fit.trainer.sync_batchnorm and isinstance(self.trainer.accelerator, CPUAccelerator):
+            raise ValueError(
+                "trainer.sync_batchnorm=true needs GPUs: torch's SyncBatchNorm does not run on CPU. "
+                "Leave it false for CPU runs (each process then normalises with its own batch)."
+            )
 
 
 def cli_main(args: list[str] | None = None, run: bool = True) -> ResearchCLI:

@@ -34,7 +34,7 @@ from torchvision.transforms import v2
 
 from datamodules.image_io import DEFAULT_MAX_PIXELS, ImageReadError, image_size, list_images, read_image
 from datamodules.masks import MaskGenerator, read_mask
-from datamodules.super_resolution import EMBEDDED_TRAIN, EMBEDDED_VAL, SKIMAGE_DATA
+from datamodules.super_resolution import EMBEDDED_TRAIN, EMBEDDED_VAL
 
 PLACES365_TRAIN, PLACES365_VAL = "train-standard", "val"
 
@@ -263,14 +263,14 @@ class InpaintingDataModule(LightningDataModule):
         hp = self.hparams
         if hp.places365_root:
             return self._places365(PLACES365_TRAIN)
-        return list_images(hp.train_dir) if hp.train_dir else [SKIMAGE_DATA / name for name in EMBEDDED_TRAIN]
+        return list_images(hp.train_dir) if hp.train_dir else list(EMBEDDED_TRAIN)
 
     def _val_files(self, limit: int | None) -> list[Path]:
         hp = self.hparams
         if hp.places365_root:
             files = self._places365(PLACES365_VAL)
         else:
-            files = list_images(hp.val_dir) if hp.val_dir else [SKIMAGE_DATA / name for name in EMBEDDED_VAL]
+            files = list_images(hp.val_dir) if hp.val_dir else list(EMBEDDED_VAL)
         if limit is not None and limit < len(files):
             keep = np.random.default_rng(hp.eval_seed).choice(len(files), size=limit, replace=False)
             files = [files[i] for i in sorted(keep)]

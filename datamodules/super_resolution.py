@@ -4,7 +4,7 @@ Sources, all through :mod:`datamodules.image_io` (grayscale, RGBA and 16-bit fil
 converted to 8-bit RGB; corrupt or non-image files are reported by name):
 
 * the embedded default (``train_dir``/``val_dir`` unset): natural photos and textures that
-  ship with scikit-image, with the fixed split :data:`EMBEDDED_TRAIN` / :data:`EMBEDDED_VAL`
+  ship with scikit-image and scikit-learn, with the fixed split :data:`EMBEDDED_TRAIN` / :data:`EMBEDDED_VAL`
   (no image in both);
 * any folder of HR images (e.g. DIV2K): random aligned crops, flips and 90-degree rotations;
 * benchmark folders (Set5/Set14/BSD100/Urban100 style): HR images only, or HR plus an LR
@@ -22,6 +22,7 @@ import random
 from pathlib import Path
 
 import skimage
+import sklearn.datasets
 import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
@@ -31,14 +32,19 @@ from datamodules.loaders import make_loader
 from datamodules.matlab_resize import imresize
 
 SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
-#: Embedded training photos/textures (scikit-image); grayscale ones are converted to RGB.
+SKLEARN_IMAGES = Path(sklearn.datasets.__file__).parent / "images"
+#: Embedded training photos and textures: scikit-image's (grayscale ones converted to RGB) and
+#: the two colour photos that ship with scikit-learn (``load_sample_images``).
 EMBEDDED_TRAIN = (
-    "astronaut.png", "motorcycle_left.png", "motorcycle_right.png", "hubble_deep_field.jpg",
-    "ihc.png", "retina.jpg", "brick.png", "grass.png", "gravel.png", "camera.png",
-    "coins.png", "moon.png", "cell.png",
+    *(SKIMAGE_DATA / name for name in (
+        "astronaut.png", "motorcycle_left.png", "motorcycle_right.png", "hubble_deep_field.jpg",
+        "ihc.png", "retina.jpg", "brick.png", "grass.png", "gravel.png", "camera.png",
+        "coins.png", "moon.png", "cell.png",
+    )),
+    SKLEARN_IMAGES / "china.jpg", SKLEARN_IMAGES / "flower.jpg",
 )
-#: Embedded validation photos, never used for training.
-EMBEDDED_VAL = ("chelsea.png", "coffee.png", "rocket.jpg")
+#: Embedded validation photos (scikit-image), never used for training.
+EMBEDDED_VAL = tuple(SKIMAGE_DATA / name for name in ("chelsea.png", "coffee.png", "rocket.jpg"))
 
 
 def make_lr(hr: torch.Tensor, scale: int) -> torch.Tensor:
@@ -57,13 +63,29 @@ def _to_float(image: torch.Tensor) -> torch.Tensor:
     return image.float().div(255.0)
 
 
+#: Crops redrawn at most this many times while flatter than ``min_patch_std`` (the last one is kept).
+FLAT_PATCH_RETRIES = 10
+
+
 class SRTrainDataset(Dataset):
-    """Random aligned (LR, HR) patches from HR images, ``repeats`` patches per image per epoch."""
+    """Random aligned (LR, HR) patches from HR images, ``repeats`` patches per image per epoch.
+
+    ``min_patch_std`` (8-bit units) redraws nearly flat crops (sky, black borders), which teach
+    an x4 model nothing that bicubic does not already do.
+    """
 
     def __init__(
-        self, files: list[Path], scale: int, patch_size: int, repeats: int, augment: bool, cache: bool, max_pixels: int
+        self,
+        files: list[Path],
+        scale: int,
+        patch_size: int,
+        repeats: int,
+        augment: bool,
+        cache: bool,
+        max_pixels: int,
+        min_patch_std: float = 0.0,
     ):
-        self.files, self.scale, self.patch_size = files, scale, patch_size
+        self.files, self.scale, self.patch_size, self.min_patch_std = files, scale, patch_size, min_patch_std
         self.repeats, self.augment, self.max_pixels = repeats, augment, max_pixels
         for path in files:
             height, width = image_size(path, max_pixels)
@@ -88,14 +110,17 @@ class SRTrainDataset(Dataset):
         hr_full = mod_crop(self._hr(index % len(self.files)), self.scale)
         s, lr_patch = self.scale, self.patch_size // self.scale
         lr_h, lr_w = hr_full.shape[1] // s, hr_full.shape[2] // s
-        top, left = rng.randint(0, lr_h - lr_patch), rng.randint(0, lr_w - lr_patch)
+        for _ in range(FLAT_PATCH_RETRIES):
+            top, left = rng.randint(0, lr_h - lr_patch), rng.randint(0, lr_w - lr_patch)
+            hr = hr_full[:, top * s : (top + lr_patch) * s, left * s : (left + lr_patch) * s]
+            if hr.float().std() >= self.min_patch_std:
+                break
         # Margin in LR pixels: covers the antialiased bicubic support (2 LR px) with room to spare.
         margin = 4
         t0, l0 = max(top - margin, 0), max(left - margin, 0)
         t1, l1 = min(top + lr_patch + margin, lr_h), min(left + lr_patch + margin, lr_w)
         lr = make_lr(hr_full[:, t0 * s : t1 * s, l0 * s : l1 * s], s)
         lr = lr[:, top - t0 : top - t0 + lr_patch, left - l0 : left - l0 + lr_patch]
-        hr = hr_full[:, top * s : (top + lr_patch) * s, left * s : (left + lr_patch) * s]
         if self.augment:
             lr, hr = _augment(lr, hr, rng)
         return {"lr": _to_float(lr), "hr": _to_float(hr)}
@@ -208,21 +233,22 @@ class SuperResolutionDataModule(LightningDataModule):
         num_workers: int = 0,
         cache_images: bool = True,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        min_patch_std: float = 0.0,
     ):
         super().__init__()
         if patch_size % scale:
             raise ValueError(f"data.patch_size={patch_size} must be a multiple of data.scale={scale}")
         self.save_hyperparameters()
 
-    def _files(self, folder: str | None, embedded: tuple[str, ...]) -> list[Path]:
-        return list_images(folder) if folder else [SKIMAGE_DATA / name for name in embedded]
+    def _files(self, folder: str | None, embedded: tuple[Path, ...]) -> list[Path]:
+        return list_images(folder) if folder else list(embedded)
 
     def setup(self, stage: str) -> None:
         hp = self.hparams
         if stage == "fit":
             self.train_set = SRTrainDataset(
                 self._files(hp.train_dir, EMBEDDED_TRAIN), hp.scale, hp.patch_size, hp.repeats,
-                hp.augment, hp.cache_images, hp.max_pixels,
+                hp.augment, hp.cache_images, hp.max_pixels, hp.min_patch_std,
             )
         if stage in ("fit", "validate"):
             self.val_set = SREvalDataset(self._files(hp.val_dir, EMBEDDED_VAL), hp.scale, hp.val_lr_dir, hp.max_pixels)

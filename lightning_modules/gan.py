@@ -91,10 +91,11 @@ class GANModule(AdversarialModule):
         match_fid_state(checkpoint["state_dict"], self.fid)  # FID may be on in one run and off in the next
 
     # ----------------------------------------------------------------- sampling
-    def on_fit_start(self) -> None:
-        super().on_fit_start()
-        # Every DDP rank starts from the same seed: offset the training noise by rank.
-        self._noise_rng = torch.Generator(self.device).manual_seed(torch.initial_seed() + self.global_rank)
+    def on_train_epoch_start(self) -> None:
+        # Seeded per epoch (the epoch_seed callback has just reseeded torch), so a run resumed at
+        # an epoch boundary draws the same noise; offset by rank, as every rank has the same seed.
+        seed = (torch.initial_seed() + 1_000_003 * self.global_rank) % 2**63
+        self._noise_rng = torch.Generator(self.device).manual_seed(seed)
 
     def noise(self, n: int, rng: torch.Generator | None = None) -> Tensor:
         return torch.randn(n, self.latent_dim, device=self.device, generator=rng)

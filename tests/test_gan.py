@@ -182,7 +182,7 @@ def test_shipped_configs_build(config, tmp_path, monkeypatch):
     assert cli.model.discriminator(images).shape == (2,)
 
 
-def test_two_process_cpu_ddp(run_cli_subprocess, tmp_path, feature_file):
+def test_two_process_cpu_ddp(run_cli_subprocess, run_cli, tmp_path, feature_file):
     run_cli_subprocess(
         "fit", *TINY, *fid_args(feature_file),
         "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp_find_unused_parameters_true",
@@ -192,4 +192,34 @@ def test_two_process_cpu_ddp(run_cli_subprocess, tmp_path, feature_file):
     rows = read_metrics(tmp_path)
     fids = [float(r["val/fid"]) for r in rows if r.get("val/fid")]
     assert len(fids) == 1 and math.isfinite(fids[0])
-    assert list(tmp_path.glob("runs/**/checkpoints/last.ckpt"))
+    (ckpt,) = tmp_path.glob("runs/**/checkpoints/last.ckpt")
+    ddp_state = torch.load(ckpt, weights_only=True)["state_dict"]
+    # The real statistics gathered from both ranks equal one process's on the same images.
+    single = run_cli(
+        "fit", *TINY, *fid_args(feature_file), "--trainer.max_steps=4", "--trainer.val_check_interval=2",
+        "--trainer.limit_val_batches=2", "--trainer.logger.init_args.name=single",
+    )
+    for name in ("real_features_num_samples", "real_features_sum", "real_features_cov_sum"):
+        torch.testing.assert_close(ddp_state[f"fid.fid.{name}"], getattr(single.model.fid.fid, name), rtol=1e-5, atol=1e-5)
+
+
+def test_resume_restores_networks_ema_optimizers_schedulers_and_fid_statistics(run_cli, feature_file):
+    """Interrupted at an epoch boundary and resumed with --ckpt_path last == one uninterrupted run."""
+    common = [
+        *TINY, *fid_args(feature_file), "--trainer.max_steps=-1", "--trainer.limit_train_batches=3",
+        "--trainer.val_check_interval=null", "--trainer.check_val_every_n_epoch=1", "--trainer.limit_val_batches=2",
+    ]
+    full = run_cli("fit", *common, "--trainer.max_epochs=2", "--trainer.logger.init_args.name=full")
+    run_cli("fit", *common, "--trainer.max_epochs=1", "--trainer.logger.init_args.name=split")
+    resumed = run_cli("fit", *common, "--trainer.max_epochs=2", "--trainer.logger.init_args.name=split", "--ckpt_path=last")
+    assert resumed.trainer.global_step == full.trainer.global_step == 12
+    full_state, resumed_state = full.model.state_dict(), resumed.model.state_dict()
+    assert full_state.keys() == resumed_state.keys()
+    assert any(k.startswith("generator_ema.") for k in full_state) and "fid.fid.real_features_sum" in full_state
+    for name, value in full_state.items():
+        torch.testing.assert_close(resumed_state[name], value, rtol=0, atol=1e-6, msg=name)
+    for opt_full, opt_resumed in zip(full.trainer.optimizers, resumed.trainer.optimizers, strict=True):
+        torch.testing.assert_close(opt_resumed.state_dict()["state"], opt_full.state_dict()["state"], rtol=0, atol=1e-6)
+    for config_full, config_resumed in zip(full.trainer.lr_scheduler_configs, resumed.trainer.lr_scheduler_configs, strict=True):
+        assert config_resumed.scheduler.last_epoch == config_full.scheduler.last_epoch == 6  # one step per batch
+    torch.testing.assert_close(resumed.trainer.callback_metrics["val/fid"], full.trainer.callback_metrics["val/fid"])

@@ -182,3 +182,8 @@ def test_sr_ddp_matches_one_process(run_cli, run_cli_subprocess, tmp_path):
         printed = re.search(rf"{name}\s+│\s+([-0-9.e]+)", ddp_val.stdout)
         assert printed, f"{name} missing from the DDP validate output"
         assert float(printed.group(1)) == pytest.approx(single_val.trainer.callback_metrics[name].item(), abs=1e-6)
+
+
+def test_sync_batchnorm_on_cpu_is_refused_with_the_option_named(run_cli):
+    with pytest.raises(ValueError, match="trainer.sync_batchnorm=true needs GPUs"):
+        run_cli("fit", "--config", SR, *TINY_SR, "--trainer.accelerator=cpu", "--trainer.sync_batchnorm=true", "--trainer.max_steps=1")
