@@ -136,4 +136,4 @@ def _finish_wandb(failed: bool) -> None:
 
 
 if __name__ == "__main__":
-    cli_main(sys.argv[1:])
+    cli_main()

@@ -93,21 +93,26 @@ class SRTrainDataset(Dataset):
                 raise ImageReadError(
                     path, f"image is {width}x{height}, smaller than the HR crop data.patch_size={patch_size}"
                 )
-        self._cache = [read_image(p, max_pixels) for p in files] if cache else None
+        # Cached: each image decoded and downscaled once (HR mod-cropped, whole-image LR), so a
+        # sample is two crops; uncached: decoded per sample and only the crop is downscaled.
+        self._cache = [self._pair(read_image(p, max_pixels)) for p in files] if cache else None
 
     def __len__(self) -> int:
         return len(self.files) * self.repeats
 
-    def _hr(self, index: int) -> torch.Tensor:
-        if self._cache is not None:
-            return self._cache[index]
-        return read_image(self.files[index], self.max_pixels)
+    def _pair(self, hr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hr = mod_crop(hr, self.scale)
+        return hr, make_lr(hr, self.scale)
 
     def __getitem__(self, index: int) -> dict:
         # The crop and augmentation depend only on the current torch seed (per epoch, per worker)
         # and the index, so the same sample comes out whichever process or rank draws it.
         rng = random.Random(torch.initial_seed() * 1_000_003 + index)
-        hr_full = mod_crop(self._hr(index % len(self.files)), self.scale)
+        image = index % len(self.files)
+        if self._cache is not None:
+            hr_full, lr_full = self._cache[image]
+        else:
+            hr_full, lr_full = mod_crop(read_image(self.files[image], self.max_pixels), self.scale), None
         s, lr_patch = self.scale, self.patch_size // self.scale
         lr_h, lr_w = hr_full.shape[1] // s, hr_full.shape[2] // s
         for _ in range(FLAT_PATCH_RETRIES):
@@ -115,12 +120,16 @@ class SRTrainDataset(Dataset):
             hr = hr_full[:, top * s : (top + lr_patch) * s, left * s : (left + lr_patch) * s]
             if hr.float().std() >= self.min_patch_std:
                 break
-        # Margin in LR pixels: covers the antialiased bicubic support (2 LR px) with room to spare.
-        margin = 4
-        t0, l0 = max(top - margin, 0), max(left - margin, 0)
-        t1, l1 = min(top + lr_patch + margin, lr_h), min(left + lr_patch + margin, lr_w)
-        lr = make_lr(hr_full[:, t0 * s : t1 * s, l0 * s : l1 * s], s)
-        lr = lr[:, top - t0 : top - t0 + lr_patch, left - l0 : left - l0 + lr_patch]
+        if lr_full is not None:
+            lr = lr_full[:, top : top + lr_patch, left : left + lr_patch]
+        else:
+            # Margin in LR pixels: covers the antialiased bicubic support (2 LR px) with room to
+            # spare, so the patch equals the matching part of the whole-image LR.
+            margin = 4
+            t0, l0 = max(top - margin, 0), max(left - margin, 0)
+            t1, l1 = min(top + lr_patch + margin, lr_h), min(left + lr_patch + margin, lr_w)
+            lr = make_lr(hr_full[:, t0 * s : t1 * s, l0 * s : l1 * s], s)
+            lr = lr[:, top - t0 : top - t0 + lr_patch, left - l0 : left - l0 + lr_patch]
         if self.augment:
             lr, hr = _augment(lr, hr, rng)
         return {"lr": _to_float(lr), "hr": _to_float(hr)}
