@@ -88,6 +88,10 @@ def step_overhead(config: str, data: GenerationDataModule, rounds: int, steps: i
         generator, discriminator, ema = model.generator, model.discriminator, model.generator_ema
         opt_g = model.generator_optimizer(generator.parameters())
         opt_d = model.discriminator_optimizer(discriminator.parameters())
+        schedulers = [
+            make(optimizer) for make, optimizer in ((model.generator_scheduler, opt_g), (model.discriminator_scheduler, opt_d))
+            if make is not None
+        ]
         d_loss_fn, g_loss_fn = LOSSES[model.loss_name]
         real = batch["image"]
         ema.update_parameters(generator)
@@ -104,6 +108,8 @@ def step_overhead(config: str, data: GenerationDataModule, rounds: int, steps: i
             g_loss.backward()
             opt_g.step()
             discriminator.requires_grad_(True)
+            for scheduler in schedulers:  # the config's per-step schedules
+                scheduler.step()
             ema.update_parameters(generator)
 
         return step

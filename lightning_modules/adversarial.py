@@ -151,8 +151,7 @@ class AdversarialModule(LightningModule, ABC):
                 terms["r1"] = self.r1_weight * r1_penalty(real_logits, real_input)
             loss = self._checked_sum(terms, "discriminator")
             self._optimize(optimizer, loss)
-        logs = {f"train/d_{name}": value.detach() for name, value in terms.items()}
-        logs["train/d_loss"] = loss.detach()
+        logs = _term_logs("train/d_", terms, loss)
         logs["train/d_real_logit"] = real_logits.detach().mean()
         logs["train/d_fake_logit"] = fake_logits.detach().mean()
         return logs
@@ -168,8 +167,7 @@ class AdversarialModule(LightningModule, ABC):
             terms |= self.extra_generator_losses(fake, batch)
             loss = self._checked_sum(terms, "generator")
             self._optimize(optimizer, loss)
-        logs = {f"train/g_{name}": value.detach() for name, value in terms.items()}
-        logs["train/g_loss"] = loss.detach()
+        logs = _term_logs("train/g_", terms, loss)
         return logs
 
     def _optimize(self, optimizer, loss: Tensor) -> None:
@@ -220,3 +218,9 @@ class AdversarialModule(LightningModule, ABC):
                 config["lr_scheduler"] = {"scheduler": make_scheduler(optimizer), "interval": self.scheduler_interval}
             configs.append(config)
         return configs
+
+
+def _term_logs(prefix: str, terms: dict[str, Tensor], total: Tensor) -> dict[str, Tensor]:
+    """The total loss, plus each term when there are several (every logged value costs step time)."""
+    logs = {f"{prefix}{name}": value.detach() for name, value in terms.items()} if len(terms) > 1 else {}
+    return logs | {f"{prefix}loss": total.detach()}

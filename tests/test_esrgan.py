@@ -89,7 +89,7 @@ def test_gan_stage_starts_from_the_psnr_checkpoint_and_logs_its_metrics(gan_run,
         torch.testing.assert_close(ema, 0.999 * start + 0.001 * now)
     assert any(not torch.equal(psnr_state[f"generator.{n}"], p) for n, p in model.generator.named_parameters())
     metrics = cli.trainer.callback_metrics
-    for name in ("train/d_adversarial", "train/g_adversarial", "train/g_pixel", "train/g_perceptual",
+    for name in ("train/d_loss", "train/g_adversarial", "train/g_pixel", "train/g_perceptual",
                  "val/psnr_y", "val/ssim_rgb", "val/bicubic_psnr_y", "val/raw_psnr_y", "val/raw_ssim_y",
                  "val/lpips", "val/bicubic_lpips", "val/raw_lpips"):
         assert math.isfinite(metrics[name].item()), name
