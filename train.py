@@ -4,8 +4,9 @@ The model and data classes come from the config (``class_path``/``init_args``). 
 Trainer's own arguments the CLI adds always-on callbacks, each configurable from YAML:
 ``checkpoint`` (``last.ckpt`` plus the best on ``checkpoint.monitor``), ``lr_monitor``,
 ``progress_bar`` (Rich), ``epoch_seed`` (per-epoch reseeding, so a run resumed at an epoch
-boundary continues exactly like an uninterrupted one) and ``predict_writer`` (where predict
-writes its files).
+boundary continues exactly like an uninterrupted one), ``predict_writer`` (where predict
+writes its files) and ``network_options`` (channels_last memory format and torch.compile of the
+networks).
 
 ``--ckpt_path last`` resumes from the newest ``last.ckpt`` of the configured logger's
 experiment and keeps logging into the same run folder.
@@ -23,7 +24,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, Ri
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 
-from lightning_modules.callbacks import ImagePredictionWriter, SeedEveryEpoch, run_dir
+from lightning_modules.callbacks import ImagePredictionWriter, NetworkOptions, SeedEveryEpoch, run_dir
 
 
 class RunConfigSaver(SaveConfigCallback):
@@ -71,6 +72,7 @@ class ResearchCLI(LightningCLI):
         parser.add_lightning_class_args(RichProgressBar, "progress_bar")
         parser.add_lightning_class_args(SeedEveryEpoch, "epoch_seed")
         parser.add_lightning_class_args(ImagePredictionWriter, "predict_writer")
+        parser.add_lightning_class_args(NetworkOptions, "network_options")
 
     def before_instantiate_classes(self) -> None:
         if self.subcommand != "fit" or self.config.fit.ckpt_path != "last":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,9 @@ from lightning.pytorch import Callback, LightningModule, Trainer, seed_everythin
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from PIL import Image
+from torch import nn
+from torch.optim.swa_utils import AveragedModel
+from torchmetrics import Metric, MetricCollection
 
 from datamodules.image_io import save_image
 
@@ -95,6 +99,59 @@ class SeedEveryEpoch(Callback):
         if base is not None:
             seed_everything(int(base) + trainer.current_epoch, workers=True, verbose=False)
             os.environ["PL_GLOBAL_SEED"] = base  # seed_everything overwrites it
+
+
+class NetworkOptions(Callback):
+    """Memory format and compilation of the networks, for every task: ``--network_options.*``.
+
+    Applies to each direct child module of the LightningModule that has parameters of its own
+    (outside torchmetrics metrics): generator, discriminator, generator EMA, net, perceptual
+    loss... Metrics and containers of metrics (LPIPS) are left alone.
+
+    Args:
+        channels_last: NHWC memory format for the networks' weights: convolutions on recent
+            GPUs (tensor cores, cuDNN) run faster with it, and inputs follow the weights' format.
+        compile: ``torch.compile`` each network in place (``nn.Module.compile``, so state_dict
+            keys and checkpoints are unchanged): fuses elementwise ops into the convolutions'
+            neighbours. For an EMA copy (``AveragedModel``) the averaged network is compiled.
+        compile_mode: ``mode`` of ``torch.compile`` (``default``, ``reduce-overhead``,
+            ``max-autotune``...; ``null`` = torch's default).
+
+    Both are off by default: on a CPU they rarely help, and compiling costs start-up time (and
+    a recompilation for every new input shape).
+    """
+
+    def __init__(self, channels_last: bool = False, compile: bool = False, compile_mode: str | None = None):
+        self.channels_last = channels_last
+        self.compile = compile
+        self.compile_mode = compile_mode
+        self._done: weakref.WeakSet[nn.Module] = weakref.WeakSet()  # setup runs once per stage
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if not (self.channels_last or self.compile):
+            return
+        for child in networks(pl_module):
+            if child in self._done:
+                continue
+            if self.channels_last:
+                child.to(memory_format=torch.channels_last)  # 4D weights only; others are unchanged
+            if self.compile:
+                (child.module if isinstance(child, AveragedModel) else child).compile(mode=self.compile_mode)
+            self._done.add(child)
+
+
+def networks(module: nn.Module) -> list[nn.Module]:
+    """The direct children of ``module`` with parameters outside torchmetrics metrics."""
+    found = []
+    for child in module.children():
+        if isinstance(child, (Metric, MetricCollection)):
+            continue
+        in_metrics = {
+            id(p) for m in child.modules() if isinstance(m, (Metric, MetricCollection)) for p in m.parameters()
+        }
+        if any(id(p) not in in_metrics for p in child.parameters()):
+            found.append(child)
+    return found
 
 
 def log_image_grid(module: LightningModule, key: str, images: torch.Tensor, nrow: int = 8) -> None:

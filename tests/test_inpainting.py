@@ -14,7 +14,7 @@ from PIL import Image
 from datamodules.image_io import ImageReadError, read_image, save_image
 from datamodules.inpainting import InpaintingDataModule
 from datamodules.masks import FreeFormMasks, LamaMasks
-from datamodules.super_resolution import SKIMAGE_DATA
+from datamodules.super_resolution import EMBEDDED_TRAIN, SKIMAGE_DATA
 from lightning_modules.inpainting import InpaintingMetrics, InpaintingModule, MaskedL1, composite, masked_l1
 from lightning_modules.perceptual import PerceptualLoss
 from networks.inpainting import GatedConv2d, GatedUNetGenerator, PatchDiscriminator, push_pull_fill
@@ -207,7 +207,7 @@ def test_fixed_evaluation_set_is_identical_across_runs():
 def test_training_crops_get_fresh_masks():
     data = embedded(repeats=2)
     data.setup("fit")
-    assert len(data.train_set) == 13 * 2
+    assert len(data.train_set) == len(EMBEDDED_TRAIN) * 2
     torch.manual_seed(0)
     a, b = data.train_set[0], data.train_set[0]
     assert a["image"].shape == (3, 64, 64) and a["mask"].shape == (1, 64, 64)
