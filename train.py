@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import pickle
 import sys
+import warnings
 from pathlib import Path
 
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
@@ -25,6 +26,10 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.loggers import WandbLogger
 
 from lightning_modules.callbacks import ImagePredictionWriter, NetworkOptions, SeedEveryEpoch, run_dir
+
+
+# Lightning 2.6 calls a pytree API that torch 2.14 deprecates: nothing a user can act on.
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
 class RunConfigSaver(SaveConfigCallback):

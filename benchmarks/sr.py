@@ -4,12 +4,15 @@
     python -m benchmarks.sr --ckpt last.ckpt  # evaluates an existing default-config checkpoint
 
 Prints a markdown table. Quality = PSNR-Y (x4, 4-px border) of the model minus bicubic on the
-embedded validation photos.
+embedded validation photos. Predict memory: the peak resident memory that one upscale adds, each
+in a fresh process (whole image vs tiles, 512x512 and 2048x2048 inputs).
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -18,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.overhead import overhead_ratio
+from lightning_modules.tiling import tiled_forward
 from train import cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,6 +81,28 @@ def _predict_throughput(model, tile: int, lr_size: int = 128, repeats: int = 3) 
     return (lr_size * model.scale) ** 2 / 1e6 / seconds
 
 
+def _upscale_peak_memory(generator, scale: int, lr_size: int, tile: int, results) -> None:
+    """In a fresh process: peak resident memory (MiB) added by upscaling one lr_size^2 image."""
+    torch.set_num_threads(1)
+    image = torch.rand(1, 3, lr_size, lr_size)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with torch.no_grad():
+        output = tiled_forward(generator, image, scale, tile, 16)
+    added = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    results.put((added / 1024, output.numel() * output.element_size() / 2**20))
+
+
+def _predict_memory(generator, scale: int, lr_size: int, tile: int) -> str:
+    """Peak memory of one upscale, and how much of it is the output tensor itself."""
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    process = context.Process(target=_upscale_peak_memory, args=(generator.eval(), scale, lr_size, tile, results))
+    process.start()
+    added, output = results.get()
+    process.join()
+    return f"{added:.0f} MiB (output tensor {output:.0f} MiB, rest {added - output:.0f} MiB)"
+
+
 def _data_throughput(datamodule, batches: int = 20) -> float:
     loader = datamodule.train_dataloader()
     iterator = iter(loader)
@@ -111,6 +137,10 @@ def main() -> None:
         ("predict throughput, whole image", f"{_predict_throughput(cli.model, tile=0):.3f} MP/s"),
         ("predict throughput, tiles of 64", f"{_predict_throughput(cli.model, tile=64):.3f} MP/s"),
     ]
+    generator, scale = cli.model.generator, cli.model.scale
+    for lr_size, tile in ((512, 0), (512, 128), (2048, 128)):
+        how = "whole image" if tile == 0 else f"tiles of {tile}"
+        rows.append((f"predict peak memory, {lr_size}x{lr_size} input, {how}", _predict_memory(generator, scale, lr_size, tile)))
     if train_seconds is not None:
         rows.insert(0, ("default job wall time (fit incl. validation)", f"{train_seconds / 60:.1f} min"))
     print(f"\n| super-resolution (torch {torch.__version__}, {torch.get_num_threads()} threads) | value |")

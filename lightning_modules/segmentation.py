@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_only
 from PIL import Image
 from torch import nn
 from torch.optim.lr_scheduler import PolynomialLR
@@ -192,6 +193,19 @@ class SegmentationModule(LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._log_metrics(self.val_metrics)
+
+    def on_fit_end(self) -> None:
+        self._print_summary()
+
+    @rank_zero_only
+    def _print_summary(self) -> None:
+        """After training: the last validation mIoU, pixel accuracy and the IoU of every class."""
+        metrics = self.trainer.callback_metrics
+        if "val/miou" not in metrics:
+            return
+        print(f"\nValidation: mIoU {metrics['val/miou'].item():.4f}, pixel accuracy {metrics['val/pixel_acc'].item():.4f}")
+        for name in self.class_names:
+            print(f"  IoU {name:<16}{metrics[f'val/iou_{name}'].item():>8.4f}")
 
     def on_test_epoch_end(self) -> None:
         self._log_metrics(self.test_metrics)
