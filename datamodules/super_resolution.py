@@ -4,8 +4,8 @@ Sources, all through :mod:`datamodules.image_io` (grayscale, RGBA and 16-bit fil
 converted to 8-bit RGB; corrupt or non-image files are reported by name):
 
 * the embedded default (``train_dir``/``val_dir`` unset): natural photos and textures that
-  ship with scikit-image and scikit-learn, with the fixed split :data:`EMBEDDED_TRAIN` / :data:`EMBEDDED_VAL`
-  (no image in both);
+  ship with scikit-image and scikit-learn, with the fixed split :data:`EMBEDDED_TRAIN` /
+  :data:`EMBEDDED_VAL` (no image in both);
 * any folder of HR images (e.g. DIV2K): random aligned crops, flips and 90-degree rotations;
 * benchmark folders (Set5/Set14/BSD100/Urban100 style): HR images only, or HR plus an LR
   folder with the same file stems (``val_lr_dir``/``test_lr_dir``).
@@ -222,8 +222,11 @@ class SuperResolutionDataModule(LightningDataModule):
         scale: upscaling factor (2, 3 or 4).
         patch_size: HR training crop size (a multiple of ``scale``).
         repeats: random crops drawn from each training image per epoch.
-        cache_images: keep decoded training images in memory (off for large sets like DIV2K).
+        cache_images: keep decoded training images, and their whole-image LR, in memory (off for
+            large sets like DIV2K).
         max_pixels: refuse images with more pixels than this (decompression bombs).
+        min_patch_std: redraw training crops whose HR standard deviation (8-bit units) is
+            below this, up to 10 times (0: off).
     """
 
     def __init__(

@@ -160,3 +160,19 @@ def test_unusual_modes_train_fine(run_cli, tmp_path):
         f"--data.init_args.train_dir={folder}",
     )
     assert cli.trainer.global_step == 2
+
+
+def test_min_patch_std_redraws_flat_crops(tmp_path):
+    """A mostly flat image with one textured corner: flat crops are redrawn, textured ones kept."""
+    image = np.full((96, 96, 3), 128, np.uint8)
+    image[:40, :40] = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "corner.png")
+
+    def crop_stds(min_patch_std: float) -> list[float]:
+        dataset = SRTrainDataset([tmp_path / "corner.png"], 4, 32, 20, augment=False, cache=True,
+                                 max_pixels=10**8, min_patch_std=min_patch_std)
+        torch.manual_seed(0)
+        return [float((dataset[i]["hr"] * 255).std()) for i in range(len(dataset))]
+
+    assert min(crop_stds(0.0)) < 1.0, "without the option some crops are flat"
+    assert min(crop_stds(30.0)) >= 30.0
