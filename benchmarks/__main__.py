@@ -13,7 +13,7 @@ import platform
 import subprocess
 import sys
 
-TASKS = ("sr", "esrgan", "gan", "vae", "inpainting", "segmentation")
+TASKS = ("sr", "esrgan", "gan", "vae", "inpainting", "segmentation", "pipeline")
 WITH_FID = {"gan", "vae"}
 
 
