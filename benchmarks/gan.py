@@ -23,25 +23,15 @@ from pathlib import Path
 import torch
 import torchvision
 
+from benchmarks.common import build
 from benchmarks.overhead import overhead_ratio
 from datamodules.generation import GenerationDataModule
-from lightning_modules.fid import GenerativeMetrics, match_fid_state
+from lightning_modules.fid import GenerativeMetrics
 from lightning_modules.gan import GANModule
 from lightning_modules.gan_losses import LOSSES
 from train import cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def build(config: str, ckpt: str | None = None) -> tuple[GANModule, GenerationDataModule]:
-    """Model and data exactly as the CLI builds them from ``config`` (weights from ``ckpt``)."""
-    cli = cli_main(["--config", config], run=False)
-    model, data = cli.model, cli.datamodule
-    if ckpt is not None:
-        state = torch.load(ckpt, weights_only=True, map_location="cpu")["state_dict"]
-        match_fid_state(state, model.fid)
-        model.load_state_dict(state)
-    return model, data
 
 
 def train(config: str, workdir: Path) -> tuple[str, float, float]:

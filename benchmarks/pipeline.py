@@ -13,12 +13,12 @@ The ESRGAN row times the GAN stage from a randomly initialised generator
 from __future__ import annotations
 
 import argparse
-import time
 import warnings
 from pathlib import Path
 
 import torch
 
+from benchmarks.common import batch_length, pipeline_samples_per_second
 from benchmarks.overhead import lightning_step_seconds
 from train import cli_main
 
@@ -31,26 +31,6 @@ CONFIGS = {
     "inpainting": ("configs/inpainting/embedded.yaml", []),
     "segmentation": ("configs/segmentation/embedded.yaml", []),
 }
-
-
-def batch_length(batch) -> int:
-    """Samples in a batch: the length of its first tensor."""
-    values = batch.values() if isinstance(batch, dict) else batch
-    return next(len(value) for value in values if isinstance(value, torch.Tensor))
-
-
-def pipeline_samples_per_second(loader, batches: int) -> float:
-    iterator = iter(loader)
-    next(iterator)
-    start, count = time.perf_counter(), 0
-    for _ in range(batches):
-        try:
-            batch = next(iterator)
-        except StopIteration:
-            iterator = iter(loader)
-            batch = next(iterator)
-        count += batch_length(batch)
-    return count / (time.perf_counter() - start)
 
 
 def measure(config: str, overrides: list[str], batches: int, steps: int) -> dict[str, float]:

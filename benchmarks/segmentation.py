@@ -23,6 +23,7 @@ import torch
 from lightning.pytorch import Callback, Trainer
 from torch.utils.data import DataLoader, Dataset
 
+from benchmarks.common import build, pipeline_samples_per_second
 from lightning_modules.segmentation import SegmentationModule
 from train import cli_main
 
@@ -48,27 +49,6 @@ def validate(config: str, ckpt: str, save_dir: str) -> dict[str, float]:
     cli = cli_main(["validate", "--config", config, "--ckpt_path", ckpt, f"--trainer.logger.init_args.save_dir={save_dir}",
                     "--progress_bar.refresh_rate=0"])
     return {key: float(value) for key, value in cli.trainer.callback_metrics.items()}
-
-
-def build(config: str):
-    cli = cli_main(["--config", config], run=False)
-    return cli.model, cli.datamodule
-
-
-def pipeline_samples_per_second(config: str, batches: int) -> float:
-    """Samples/s from the training DataLoader alone (decode, transforms, collate), no model."""
-    _, data = build(config)
-    data.setup("fit")
-    loader = data.train_dataloader()
-    iterator = iter(loader)
-    next(iterator)  # worker start-up and generation are not throughput
-    start, count = time.perf_counter(), 0
-    for _ in range(batches):
-        try:
-            count += len(next(iterator)["image"])
-        except StopIteration:
-            iterator = iter(loader)
-    return count / (time.perf_counter() - start)
 
 
 class _SameBatch(Dataset):
@@ -142,7 +122,9 @@ def main() -> None:
     per_class = {k.removeprefix("val/iou_"): v for k, v in scores.items() if k.startswith("val/iou_")}
     worst = min(per_class, key=per_class.get)
 
-    pipeline = pipeline_samples_per_second(args.config, batches=30)
+    _, data = build(args.config)
+    data.setup("fit")
+    pipeline = pipeline_samples_per_second(data.train_dataloader(), batches=30)
     _, data = build(args.config)
     data.setup("fit")
     batch = next(iter(data.train_dataloader()))

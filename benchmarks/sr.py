@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from benchmarks.common import pipeline_samples_per_second
 from benchmarks.overhead import overhead_ratio
 from lightning_modules.tiling import tiled_forward
 from train import cli_main
@@ -103,17 +104,6 @@ def _predict_memory(generator, scale: int, lr_size: int, tile: int) -> str:
     return f"{added:.0f} MiB (output tensor {output:.0f} MiB, rest {added - output:.0f} MiB)"
 
 
-def _data_throughput(datamodule, batches: int = 20) -> float:
-    loader = datamodule.train_dataloader()
-    iterator = iter(loader)
-    next(iterator)
-    start = time.perf_counter()
-    count = 0
-    for _ in range(batches):
-        count += len(next(iterator)["hr"])
-    return count / (time.perf_counter() - start)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", help="checkpoint of configs/sr/default.yaml (default: train one now)")
@@ -133,7 +123,7 @@ def main() -> None:
         ("Lightning step / plain PyTorch step (target <= 1.05)", f"{overhead['ratio']:.3f}"),
         ("step time Lightning / plain", f"{overhead['lightning_s'] * 1e3:.1f} / {overhead['plain_s'] * 1e3:.1f} ms"),
         ("training throughput", f"{len(batch['hr']) / overhead['lightning_s']:.1f} HR patches/s"),
-        ("data pipeline throughput", f"{_data_throughput(cli.datamodule):.0f} HR patches/s"),
+        ("data pipeline throughput", f"{pipeline_samples_per_second(cli.datamodule.train_dataloader(), 20):.0f} HR patches/s"),
         ("predict throughput, whole image", f"{_predict_throughput(cli.model, tile=0):.3f} MP/s"),
         ("predict throughput, tiles of 64", f"{_predict_throughput(cli.model, tile=64):.3f} MP/s"),
     ]

@@ -24,23 +24,13 @@ import torch
 from lightning.pytorch import Callback, Trainer
 from torch.utils.data import DataLoader
 
+from benchmarks.common import build
 from datamodules.generation import GenerationDataModule
-from lightning_modules.fid import GenerativeMetrics, match_fid_state
+from lightning_modules.fid import GenerativeMetrics
 from lightning_modules.vae import VAEModule
 from train import cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def build(config: str, ckpt: str | None = None) -> tuple[VAEModule, GenerationDataModule]:
-    """Model and data exactly as the CLI builds them from ``config`` (weights from ``ckpt``)."""
-    cli = cli_main(["--config", config], run=False)
-    model, data = cli.model, cli.datamodule
-    if ckpt is not None:
-        state = torch.load(ckpt, weights_only=True, map_location="cpu")["state_dict"]
-        match_fid_state(state, model.fid)
-        model.load_state_dict(state)
-    return model, data
 
 
 def train(config: str, save_dir: str) -> tuple[str, float]:
