@@ -63,7 +63,6 @@ class ESRGANModule(AdversarialModule, SuperResolutionEvaluation):
         lpips_net: LPIPS backbone (``alex`` is the usual choice for reporting).
         evaluate_raw_generator: also evaluate the raw (non-EMA) generator (``val/raw_psnr_y`` ...).
         tile_size / tile_overlap: tiled inference for validation, test and predict (0 = whole image).
-        channels_last: NHWC memory format for both networks and their inputs (faster on recent GPUs).
     """
 
     def __init__(
@@ -81,14 +80,10 @@ class ESRGANModule(AdversarialModule, SuperResolutionEvaluation):
         evaluate_raw_generator: bool = True,
         tile_size: int = 0,
         tile_overlap: int = 16,
-        channels_last: bool = False,
         **kwargs,
     ):
         if getattr(generator, "scale", scale) != scale:
             raise ValueError(f"model scale={scale} but the generator upscales x{generator.scale}")
-        if channels_last:  # before the EMA copy is made, so that it is NHWC too
-            generator.to(memory_format=torch.channels_last)
-            discriminator.to(memory_format=torch.channels_last)
         super().__init__(
             generator=generator, discriminator=discriminator, loss=loss, adversarial_weight=adversarial_weight, **kwargs
         )
@@ -96,7 +91,6 @@ class ESRGANModule(AdversarialModule, SuperResolutionEvaluation):
         self.pretrained_generator = pretrained_generator
         self.pixel_weight = pixel_weight
         self.perceptual_loss = perceptual_loss
-        self.channels_last = channels_last
         self.evaluate_raw_generator = evaluate_raw_generator and self.generator_ema is not None
         self._init_metrics()
         if self.evaluate_raw_generator:
@@ -107,16 +101,10 @@ class ESRGANModule(AdversarialModule, SuperResolutionEvaluation):
 
     # ----------------------------------------------------------------- GAN hooks
     def generate(self, batch: dict) -> Tensor:
-        lr = batch["lr"]
-        if self.channels_last:
-            lr = lr.contiguous(memory_format=torch.channels_last)
-        return self.generator(lr)
+        return self.generator(batch["lr"])
 
     def real_images(self, batch: dict) -> Tensor:
         return batch["hr"]
-
-    def discriminator_input(self, images: Tensor, batch: dict) -> Tensor:
-        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
 
     def extra_generator_losses(self, fake: Tensor, batch: dict) -> dict[str, Tensor]:
         terms = {"pixel": self.pixel_weight * F.l1_loss(fake, batch["hr"])}

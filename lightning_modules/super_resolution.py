@@ -48,9 +48,10 @@ class SuperResolutionEvaluation(LightningModule):
 
     @torch.no_grad()
     def upscale(self, lr: torch.Tensor) -> torch.Tensor:
-        """Upscale (N, 3, h, w) LR in [0, 1] with the evaluation generator, tiled if configured."""
+        """Upscale (N, 3, h, w) LR in [0, 1] with the evaluation generator, tiled if configured.
+        Returned in float32 also under bf16/fp16 autocast, so metrics and PNGs see no extra rounding."""
         generator = self.eval_generator()
-        return tiled_forward(generator, lr, self.scale, self.tile_size, self.tile_overlap).clamp(0, 1)
+        return tiled_forward(generator, lr, self.scale, self.tile_size, self.tile_overlap).clamp(0, 1).float()
 
     def bicubic(self, lr: torch.Tensor) -> torch.Tensor:
         return imresize(lr.double(), scale=self.scale).clamp(0, 1).to(lr.dtype)
@@ -125,7 +126,6 @@ class SuperResolutionModule(SuperResolutionEvaluation):
         pixel_loss: ``l1`` (the reference) or ``mse``.
         optimizer / lr_scheduler: from the config; the scheduler steps every ``scheduler_interval``.
         tile_size / tile_overlap: tiled inference for validation, test and predict (0 = whole image).
-        channels_last: NHWC memory format (faster convolutions on recent GPUs).
     """
 
     def __init__(
@@ -138,24 +138,18 @@ class SuperResolutionModule(SuperResolutionEvaluation):
         scheduler_interval: Literal["step", "epoch"] = "step",
         tile_size: int = 0,
         tile_overlap: int = 16,
-        channels_last: bool = False,
     ):
         super().__init__()
         self.generator = generator
         self.scale, self.tile_size, self.tile_overlap = scale, tile_size, tile_overlap
         self.pixel_loss = F.l1_loss if pixel_loss == "l1" else F.mse_loss
         self.optimizer, self.lr_scheduler, self.scheduler_interval = optimizer, lr_scheduler, scheduler_interval
-        self.channels_last = channels_last
-        if channels_last:
-            self.generator.to(memory_format=torch.channels_last)
         self._init_metrics()
 
     def eval_generator(self) -> nn.Module:
         return self.generator
 
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
-        if self.channels_last:
-            lr = lr.contiguous(memory_format=torch.channels_last)
         return self.generator(lr)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:

@@ -217,7 +217,7 @@ def precision_losses(tmp_path_factory, psnr_checkpoint):
 
 
 @pytest.mark.parametrize("switches, rel", [
-    (["--model.init_args.channels_last=true"], 1e-4),
+    (["--network_options.channels_last=true"], 1e-4),
     (["--trainer.precision=bf16-mixed"], 3e-2),
 ])
 def test_bf16_and_channels_last_give_the_fp32_losses(precision_losses, switches, rel):
@@ -225,7 +225,7 @@ def test_bf16_and_channels_last_give_the_fp32_losses(precision_losses, switches,
     losses = precision_losses(*switches)
     for name in ("train/d_loss", "train/g_pixel", "train/g_adversarial"):
         assert losses[name] == pytest.approx(reference[name], rel=rel), name
-    assert losses["nhwc"] == ("--model.init_args.channels_last=true" in switches) and not reference["nhwc"]
+    assert losses["nhwc"] == ("--network_options.channels_last=true" in switches) and not reference["nhwc"]
     if "--trainer.precision=bf16-mixed" in switches:  # autocast really ran in bfloat16
         assert losses["train/d_real_logit"] != reference["train/d_real_logit"]
 

@@ -96,6 +96,22 @@ def test_predict_writes_upscaled_pngs_and_tiles_match(trained, run_cli, tmp_path
         assert psnr >= 50, f"tiled vs whole-image output differ: {psnr:.1f} dB"
 
 
+def test_bf16_predict_matches_fp32(trained, run_cli, tmp_path):
+    log_dir, _ = trained
+    inputs = _photos(tmp_path / "inputs", names=("chelsea.png",))
+    outputs = {}
+    for precision in ("32-true", "bf16-mixed"):
+        out = tmp_path / precision
+        run_cli(
+            "predict", "--config", CONFIG, *TINY, "--ckpt_path", str(log_dir / "checkpoints/last.ckpt"),
+            f"--data.init_args.predict_path={inputs}", f"--predict_writer.output_dir={out}",
+            f"--trainer.precision={precision}",
+        )
+        outputs[precision] = read_image(out / "chelsea.png").double()
+    mse = (outputs["32-true"] - outputs["bf16-mixed"]).pow(2).mean().item()
+    assert 0 < mse and 10 * math.log10(255**2 / mse) >= 40, "bf16 output far from fp32 (or autocast did not run)"
+
+
 def test_predict_never_overwrites_inputs(trained, run_cli, tmp_path):
     log_dir, _ = trained
     inputs = _photos(tmp_path / "inputs", names=("chelsea.png",))
