@@ -1,8 +1,13 @@
-"""What several benchmarks share: building a task from its config, and timing a DataLoader."""
+"""What the benchmarks share: building a task from its config, timing a DataLoader, peak memory,
+and the summary row each task contributes to the combined table of ``python -m benchmarks``."""
 
 from __future__ import annotations
 
+import json
+import multiprocessing
 import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 from lightning.pytorch import LightningDataModule, LightningModule
@@ -42,3 +47,72 @@ def pipeline_samples_per_second(loader, batches: int) -> float:
             batch = next(iterator)
         count += batch_length(batch)
     return count / (time.perf_counter() - start)
+
+
+def reset_peak_rss() -> None:
+    """Restart this process's resident-set peak (VmHWM) at its current size (Linux)."""
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory (MiB) since start or ``reset_peak_rss``."""
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+
+def training_peak_rss_mib(config: str, overrides: Sequence[str] = (), steps: int = 3) -> float:
+    """Peak resident memory (MiB) of a fresh process that builds ``config`` and runs ``steps``
+    Lightning training steps on CPU at its batch size: libraries, cached data, weights,
+    optimizer state and activations, what a user's machine must hold. A fresh process, so that
+    nothing from earlier measurements counts."""
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    process = context.Process(target=_training_peak_rss, args=(config, list(overrides), steps, results))
+    process.start()
+    peak = results.get()
+    process.join()
+    return peak
+
+
+def _training_peak_rss(config: str, overrides: list[str], steps: int, results) -> None:
+    from benchmarks.overhead import lightning_step_seconds  # imports this module
+
+    torch.set_num_threads(1)
+    cli = cli_main(["--config", config, *overrides, "--trainer.logger=false"], run=False)
+    cli.datamodule.setup("fit")
+    batch = next(iter(cli.datamodule.train_dataloader()))
+    lightning_step_seconds(cli.model, batch, steps=steps, warmup=1)
+    results.put(peak_rss_mib())
+
+
+def per_second(run: Callable[[], object], items: int, repeats: int = 3) -> float:
+    """Items per second of ``run()`` (which handles ``items``), after one warm-up call."""
+    run()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        run()
+    return items * repeats / (time.perf_counter() - start)
+
+
+SUMMARY_FIELDS = {
+    "task": "task (config)",
+    "config": "config",
+    "quality": "quality of the embedded default after its budget",
+    "step_ratio": "Lightning / plain PyTorch step",
+    "train_samples_per_s": "training samples/s",
+    "pipeline_samples_per_s": "data pipeline samples/s",
+    "predict": "predict throughput (network, no file I/O)",
+    "peak_memory_mib": "peak memory, training (process RSS)",
+}
+
+
+def write_summary(path: str | None, **row: object) -> None:
+    """Write one task's row of the combined table of ``python -m benchmarks`` as JSON to ``path``."""
+    missing = set(SUMMARY_FIELDS) - set(row)
+    if missing:
+        raise ValueError(f"summary row lacks {sorted(missing)}")
+    if path is not None:
+        Path(path).write_text(json.dumps(row))
+

@@ -15,7 +15,7 @@ Prints markdown tables:
 * the Lightning GAN-stage step (D step + G step + EMA update) against a plain PyTorch loop doing
   the same work on the same batch (``benchmarks/overhead.py``);
 * on a GPU only: training throughput with ``trainer.precision`` 32-true / bf16-mixed and
-  ``model.init_args.channels_last``, at the DIV2K config's network sizes (random weights, VGG
+  ``network_options.channels_last``, at the DIV2K config's network sizes (random weights, VGG
   included, for timing only).
 """
 
@@ -32,7 +32,13 @@ from lightning.pytorch import Callback, Trainer
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
+from benchmarks.common import (
+    pipeline_samples_per_second,
+    training_peak_rss_mib,
+    write_summary,
+)
 from benchmarks.overhead import _RepeatBatch, overhead_ratio
+from benchmarks.sr import predict_throughput
 from lightning_modules.gan_losses import ragan_d_loss, ragan_g_loss
 from train import cli_main
 
@@ -159,7 +165,7 @@ def precision_throughput(accelerator: str, config: str = DIV2K_CONFIG, extra: li
         cli = cli_main(["--config", config, "--model.init_args.pretrained_generator=null",
                         "--model.init_args.lpips=disabled",
                         "--model.init_args.perceptual_loss.init_args.pretrained=false",  # timing only
-                        f"--model.init_args.channels_last={channels_last}", f"--trainer.accelerator={accelerator}",
+                        f"--network_options.channels_last={channels_last}", f"--trainer.accelerator={accelerator}",
                         "--trainer.logger=false", *extra], run=False)
         datamodule = cli.datamodule
         size, scale = datamodule.hparams.patch_size, datamodule.hparams.scale
@@ -179,10 +185,12 @@ def main() -> None:
     parser.add_argument("--psnr-ckpt", help="PSNR-stage checkpoint of configs/sr/default.yaml (default: train one now)")
     parser.add_argument("--gan-ckpt", help="checkpoint of configs/sr/esrgan_embedded.yaml (default: train one now)")
     parser.add_argument("--skip-quality", action="store_true", help="only the overhead (and GPU) measurements")
+    parser.add_argument("--summary", help="also write this task's row of the combined table here (JSON)")
     args = parser.parse_args()
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU only'}")
+    gan = None
     if not args.skip_quality:
         with tempfile.TemporaryDirectory() as workdir:
             timings, start, gan = _quality(args.psnr_ckpt, args.gan_ckpt, Path(workdir))
@@ -194,11 +202,17 @@ def main() -> None:
     cli.datamodule.setup("fit")
     batch = next(iter(cli.datamodule.train_dataloader()))
     overhead = _overhead(batch)
+    peak_memory = training_peak_rss_mib(GAN_CONFIG, ["--model.init_args.pretrained_generator=null"])
     print("\n| GAN-stage step (embedded config, batch "
           f"{len(batch['hr'])} x {batch['hr'].shape[-1]}px HR) | value |\n|---|---|")
     print(f"| Lightning step / plain PyTorch step (target <= 1.05) | {overhead['ratio']:.3f} |")
     print(f"| step time Lightning / plain | {overhead['lightning_s'] * 1e3:.0f} / {overhead['plain_s'] * 1e3:.0f} ms |")
     print(f"| training throughput | {len(batch['hr']) / overhead['lightning_s']:.1f} HR patches/s |")
+    print(f"| peak memory while training (process RSS) | {peak_memory:.0f} MiB |")
+    pipeline = pipeline_samples_per_second(cli.datamodule.train_dataloader(), 20)
+    print(f"| data pipeline throughput | {pipeline:.0f} HR patches/s |")
+    predict = predict_throughput(cli.model.eval(), tile=0)
+    print(f"| predict throughput, whole image (EMA generator) | {predict:.3f} MP/s |")
 
     if torch.cuda.is_available():
         results = precision_throughput("gpu")
@@ -209,6 +223,15 @@ def main() -> None:
             print(f"| {name} | {value:.1f} | {value / base:.2f}x |")
     else:
         print("\nbf16-mixed / channels_last throughput: not measured (no GPU in this run).")
+    quality = "-" if gan is None else (
+        f"PSNR-Y {gan['val/psnr_y']:.2f} (bicubic {start['val/bicubic_psnr_y']:.2f}, PSNR stage {start['val/psnr_y']:.2f})"
+        + (f", LPIPS {gan['val/lpips']:.3f}" if "val/lpips" in gan else "")
+    )
+    write_summary(
+        args.summary, task="ESRGAN GAN stage", config="configs/sr/esrgan_embedded.yaml", quality=quality,
+        step_ratio=overhead["ratio"], train_samples_per_s=len(batch["hr"]) / overhead["lightning_s"],
+        pipeline_samples_per_s=pipeline, peak_memory_mib=peak_memory, predict=f"{predict:.2f} MP/s",
+    )
 
 
 if __name__ == "__main__":

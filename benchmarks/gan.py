@@ -23,7 +23,14 @@ from pathlib import Path
 import torch
 import torchvision
 
-from benchmarks.common import build
+from benchmarks.common import (
+    batch_length,
+    build,
+    per_second,
+    pipeline_samples_per_second,
+    training_peak_rss_mib,
+    write_summary,
+)
 from benchmarks.overhead import overhead_ratio
 from datamodules.generation import GenerationDataModule
 from lightning_modules.fid import GenerativeMetrics
@@ -117,6 +124,7 @@ def main() -> None:
     parser.add_argument("--grid", help="also write 64 EMA samples to this PNG file")
     parser.add_argument("--timing-steps", type=int, default=30)
     parser.add_argument("--timing-rounds", type=int, default=3)
+    parser.add_argument("--summary", help="also write this task's row of the combined table here (JSON)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
 
@@ -131,6 +139,12 @@ def main() -> None:
     fid = fids(model, data, args.fid_features, args.fid_samples, args.grid)
     fid_seconds = time.perf_counter() - start
     timing = step_overhead(args.config, data, args.timing_rounds, args.timing_steps)
+    peak_memory = training_peak_rss_mib(args.config)
+    pipeline = pipeline_samples_per_second(data.train_dataloader(), 30)
+    latents = torch.randn(64, model.latent_dim)
+    with torch.no_grad():
+        sampling = per_second(lambda: model.sample(latents), len(latents))
+    batch_size = batch_length(next(iter(data.train_dataloader())))
 
     n = args.fid_samples
     print(f"\nGAN on digits ({Path(args.config).name}), CPU threads: {torch.get_num_threads()}\n")
@@ -146,7 +160,16 @@ def main() -> None:
     print(f"| step time, Lightning (D + G step) | {timing['lightning_s'] * 1000:.1f} ms |")
     print(f"| step time, plain PyTorch loop | {timing['plain_s'] * 1000:.1f} ms |")
     print(f"| Lightning / plain (target <= 1.05) | {timing['ratio']:.3f} |")
+    print(f"| peak memory while training (process RSS) | {peak_memory:.0f} MiB |")
+    print(f"| data pipeline throughput | {pipeline:.0f} images/s |")
+    print(f"| sampling throughput (EMA generator, batch 64) | {sampling:.0f} images/s |")
     print(f"\nFID features: {args.fid_features}; FID evaluation took {fid_seconds / 60:.1f} min.")
+    write_summary(
+        args.summary, task="GAN", config=str(Path(args.config).relative_to(ROOT)),
+        quality=f"FID {fid['ema']:.1f} vs floor {fid['floor']:.1f} ({fid['ema'] / fid['floor']:.2f}x), {n} samples",
+        step_ratio=timing["ratio"], train_samples_per_s=batch_size / timing["lightning_s"], pipeline_samples_per_s=pipeline,
+        peak_memory_mib=peak_memory, predict=f"{sampling:.0f} images/s",
+    )
 
 
 if __name__ == "__main__":

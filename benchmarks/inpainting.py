@@ -23,6 +23,12 @@ from pathlib import Path
 import torch
 from skimage.restoration import inpaint_biharmonic
 
+from benchmarks.common import (
+    per_second,
+    pipeline_samples_per_second,
+    training_peak_rss_mib,
+    write_summary,
+)
 from benchmarks.overhead import overhead_ratio
 from lightning_modules.gan_losses import hinge_d_loss, hinge_g_loss
 from lightning_modules.inpainting import InpaintingMetrics, composite, masked_l1
@@ -67,10 +73,11 @@ def _classical(val_set, method) -> tuple[dict[str, float], float]:
 
 
 def _setup():
+    """The embedded config's module (untrained: same speed), datamodule and first training batch."""
     cli = cli_main(["--config", CONFIG, "--trainer.logger=false"], run=False)
     datamodule = cli.datamodule
     datamodule.setup("fit")
-    return datamodule, next(iter(datamodule.train_dataloader()))
+    return cli.model, datamodule, next(iter(datamodule.train_dataloader()))
 
 
 def _overhead(batch: dict) -> dict[str, float]:
@@ -114,12 +121,15 @@ def _overhead(batch: dict) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", help="checkpoint of configs/inpainting/embedded.yaml (default: train one now)")
-    parser.add_argument("--skip-overhead", action="store_true", help="skip the Lightning-vs-plain step timing")
+    parser.add_argument("--summary", help="also write this task's row of the combined table here (JSON)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as workdir:
         model, cost = _quality(args.ckpt, Path(workdir))
-    datamodule, batch = _setup()
+    module, datamodule, batch = _setup()
+    pipeline = pipeline_samples_per_second(datamodule.train_dataloader(), 30)
+    image, mask = batch["image"], batch["mask"]
+    inpainting = per_second(lambda: module.inpaint(image, mask), len(image))
     datamodule.setup("validate")
     baseline, biharmonic_seconds = _classical(datamodule.val_set, biharmonic)
     pull, _ = _classical(datamodule.val_set, lambda image, mask: push_pull_fill(image[None], mask[None])[0])
@@ -139,17 +149,28 @@ def main() -> None:
          f"{model['val/ssim']:.4f} / {baseline['ssim']:.4f} / {pull['ssim']:.4f}"),
         ("biharmonic CPU time per crop", f"{biharmonic_seconds:.2f} s"),
     ]
-    if not args.skip_overhead:
-        overhead = _overhead(batch)
-        rows += [
-            ("Lightning step / plain PyTorch step", f"{overhead['ratio']:.3f}"),
-            ("step time Lightning / plain (D + G step, batch "
-             f"{len(batch['image'])})", f"{overhead['lightning_s'] * 1e3:.0f} / {overhead['plain_s'] * 1e3:.0f} ms"),
-        ]
+    overhead = _overhead(batch)
+    peak_memory = training_peak_rss_mib(CONFIG)
+    size = f"{image.shape[-2]}x{image.shape[-1]}"
+    rows += [
+        ("Lightning step / plain PyTorch step", f"{overhead['ratio']:.3f}"),
+        (f"step time Lightning / plain (D + G step, batch {len(image)})",
+         f"{overhead['lightning_s'] * 1e3:.0f} / {overhead['plain_s'] * 1e3:.0f} ms"),
+        ("peak memory while training (process RSS)", f"{peak_memory:.0f} MiB"),
+        ("data pipeline throughput", f"{pipeline:.0f} crops/s"),
+        (f"predict throughput (EMA generator + composite, {size})", f"{inpainting:.1f} images/s"),
+    ]
     print(f"\n| inpainting (torch {torch.__version__}, {torch.get_num_threads()} threads) | value |")
     print("|---|---|")
     for name, value in rows:
         print(f"| {name} | {value} |")
+    write_summary(
+        args.summary, task="inpainting", config="configs/inpainting/embedded.yaml",
+        quality=f"masked L1 {model['val/masked_l1']:.2f} vs biharmonic {baseline['masked_l1']:.2f} "
+                f"(push-pull fill {pull['masked_l1']:.2f})",
+        step_ratio=overhead["ratio"], train_samples_per_s=len(image) / overhead["lightning_s"], pipeline_samples_per_s=pipeline,
+        peak_memory_mib=peak_memory, predict=f"{inpainting:.1f} images/s ({size})",
+    )
 
 
 if __name__ == "__main__":

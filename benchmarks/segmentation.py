@@ -23,7 +23,13 @@ import torch
 from lightning.pytorch import Callback, Trainer
 from torch.utils.data import DataLoader, Dataset
 
-from benchmarks.common import build, pipeline_samples_per_second
+from benchmarks.common import (
+    build,
+    per_second,
+    pipeline_samples_per_second,
+    training_peak_rss_mib,
+    write_summary,
+)
 from lightning_modules.segmentation import SegmentationModule
 from train import cli_main
 
@@ -112,6 +118,7 @@ def main() -> None:
     parser.add_argument("--save-dir", default="runs/benchmark", help="where the training run (and its checkpoint) goes")
     parser.add_argument("--timing-steps", type=int, default=20)
     parser.add_argument("--timing-repeats", type=int, default=5)
+    parser.add_argument("--summary", help="also write this task's row of the combined table here (JSON)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
 
@@ -128,6 +135,9 @@ def main() -> None:
     _, data = build(args.config)
     data.setup("fit")
     batch = next(iter(data.train_dataloader()))
+    model = build(args.config, ckpt)[0].eval()
+    with torch.no_grad():
+        predict = per_second(lambda: model(batch["image"]).argmax(dim=1), len(batch["image"]))
     lightning, plain = [], []
     for _ in range(args.timing_repeats):  # interleaved, so that load from other jobs hits both alike
         torch.manual_seed(0)
@@ -136,6 +146,7 @@ def main() -> None:
         lightning.append(lightning_step(build(args.config)[0], batch, 3, args.timing_steps))
     lightning, plain = torch.stack(lightning).min(dim=0).values, torch.stack(plain).min(dim=0).values
     ratio = lightning / plain
+    peak_memory = training_peak_rss_mib(args.config)
     batch_size = len(batch["image"])
 
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
@@ -152,6 +163,15 @@ def main() -> None:
     print("\nPer-class IoU: " + ", ".join(f"{name} {value:.3f}" for name, value in per_class.items()))
     print(f"Step times: best of {args.timing_repeats} alternating rounds x {args.timing_steps} steps, batch {batch_size}, "
           f"one batch held in memory (Lightning-only samples/s: {batch_size / lightning[0]:.0f}).")
+    size = "x".join(str(n) for n in batch["image"].shape[-2:])
+    print(f"Peak memory while training (process RSS): {peak_memory:.0f} MiB; predict (network + argmax, {size}): "
+          f"{predict:.0f} images/s.")
+    write_summary(
+        args.summary, task="segmentation", config=str(Path(args.config).relative_to(ROOT)),
+        quality=f"mIoU {scores['val/miou']:.3f}, pixel acc. {scores['val/pixel_acc']:.3f}",
+        step_ratio=float(ratio[0]), train_samples_per_s=batch_size / float(lightning[0]), pipeline_samples_per_s=pipeline,
+        peak_memory_mib=peak_memory, predict=f"{predict:.0f} images/s ({size})",
+    )
 
 
 if __name__ == "__main__":

@@ -4,15 +4,17 @@
     python -m benchmarks.sr --ckpt last.ckpt  # evaluates an existing default-config checkpoint
 
 Prints a markdown table. Quality = PSNR-Y (x4, 4-px border) of the model minus bicubic on the
-embedded validation photos. Predict memory: the peak resident memory that one upscale adds, each
-in a fresh process (whole image vs tiles, 512x512 and 2048x2048 inputs).
+embedded validation photos. Predict throughput in fp32 and under bf16 autocast (what
+``--trainer.precision=bf16-mixed`` does in ``predict``), with how far the bf16 PNG is from the
+fp32 one. Predict memory: the peak resident memory that one upscale adds, each in a fresh process
+(whole image vs tiles, 512x512 and 2048x2048 inputs).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import multiprocessing
-import resource
 import tempfile
 import time
 from pathlib import Path
@@ -20,7 +22,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import pipeline_samples_per_second
+from benchmarks.common import (
+    peak_rss_mib,
+    per_second,
+    pipeline_samples_per_second,
+    reset_peak_rss,
+    training_peak_rss_mib,
+    write_summary,
+)
 from benchmarks.overhead import overhead_ratio
 from lightning_modules.tiling import tiled_forward
 from train import cli_main
@@ -29,8 +38,9 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "configs" / "sr" / "default.yaml")
 
 
-def _quality(ckpt: str | None, workdir: Path) -> tuple[dict[str, float], float | None]:
-    """Validation metrics of the default config, training it first when no checkpoint is given."""
+def _quality(ckpt: str | None, workdir: Path) -> tuple[dict[str, float], float | None, str]:
+    """Validation metrics of the default config (training it first when no checkpoint is given),
+    the training wall time and the checkpoint."""
     common = ["--config", CONFIG, f"--trainer.logger.init_args.save_dir={workdir}", "--progress_bar.refresh_rate=0"]
     train_seconds = None
     if ckpt is None:
@@ -39,7 +49,7 @@ def _quality(ckpt: str | None, workdir: Path) -> tuple[dict[str, float], float |
         train_seconds = time.perf_counter() - start
         ckpt = str(Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt")
     cli = cli_main(["validate", *common, "--ckpt_path", ckpt])
-    return {k: v.item() for k, v in cli.trainer.callback_metrics.items()}, train_seconds
+    return {k: v.item() for k, v in cli.trainer.callback_metrics.items()}, train_seconds, ckpt
 
 
 def _module_and_batch():
@@ -69,28 +79,34 @@ def _overhead(batch: dict) -> dict[str, float]:
     return overhead_ratio(make_module, make_plain_step, batch)
 
 
-@torch.no_grad()
-def _predict_throughput(model, tile: int, lr_size: int = 128, repeats: int = 3) -> float:
-    """Output megapixels per second upscaling one lr_size x lr_size image."""
+def predict_throughput(model, tile: int, bf16: bool = False, lr_size: int = 128) -> float:
+    """Output megapixels per second upscaling one lr_size x lr_size image (bf16: under autocast,
+    as ``--trainer.precision=bf16-mixed`` runs predict)."""
     model.tile_size, model.tile_overlap = tile, 16
     image = torch.rand(1, 3, lr_size, lr_size)
-    model.upscale(image)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        model.upscale(image)
-    seconds = (time.perf_counter() - start) / repeats
-    return (lr_size * model.scale) ** 2 / 1e6 / seconds
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        return per_second(lambda: model.upscale(image), (lr_size * model.scale) ** 2 / 1e6)
+
+
+def _bf16_fidelity(model, lr: torch.Tensor) -> float:
+    """PSNR (8-bit RGB, dB) of the bf16-autocast upscale of ``lr`` against the fp32 one."""
+    model.tile_size = 0
+    reference = model.upscale(lr)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16 = model.upscale(lr)
+    mse = (reference.mul(255).round() - bf16.mul(255).round()).pow(2).mean().item()  # as PNGs store them
+    return 10 * math.log10(255**2 / mse) if mse > 0 else math.inf
 
 
 def _upscale_peak_memory(generator, scale: int, lr_size: int, tile: int, results) -> None:
-    """In a fresh process: peak resident memory (MiB) added by upscaling one lr_size^2 image."""
+    """In a fresh process: peak resident memory (MiB) added by upscaling one lr_size^2 image on CPU."""
     torch.set_num_threads(1)
     image = torch.rand(1, 3, lr_size, lr_size)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    reset_peak_rss()
+    before = peak_rss_mib()
     with torch.no_grad():
         output = tiled_forward(generator, image, scale, tile, 16)
-    added = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
-    results.put((added / 1024, output.numel() * output.element_size() / 2**20))
+    results.put((peak_rss_mib() - before, output.numel() * output.element_size() / 2**20))
 
 
 def _predict_memory(generator, scale: int, lr_size: int, tile: int) -> str:
@@ -107,27 +123,39 @@ def _predict_memory(generator, scale: int, lr_size: int, tile: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", help="checkpoint of configs/sr/default.yaml (default: train one now)")
+    parser.add_argument("--workdir", help="keep the training run here instead of in a temporary folder")
+    parser.add_argument("--summary", help="also write this task's row of the combined table here (JSON)")
     args = parser.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
 
-    with tempfile.TemporaryDirectory() as workdir:
-        metrics, train_seconds = _quality(args.ckpt, Path(workdir))
+    with tempfile.TemporaryDirectory() as temporary:
+        metrics, train_seconds, ckpt = _quality(args.ckpt, Path(args.workdir or temporary))
     cli, batch = _module_and_batch()
     overhead = _overhead(batch)
+    peak_memory = training_peak_rss_mib(CONFIG)
+    model = cli.model.eval()
+    gain = metrics["val/psnr_y"] - metrics["val/bicubic_psnr_y"]
+    pipeline = pipeline_samples_per_second(cli.datamodule.train_dataloader(), 20)
+    predict = {tile: predict_throughput(model, tile) for tile in (0, 64)}
+    predict_bf16 = predict_throughput(model, 0, bf16=True)
+    cli.datamodule.setup("validate")
+    fidelity = _bf16_fidelity(model, cli.datamodule.val_set[0]["lr"][None])
     rows = [
         ("PSNR-Y model (embedded val, x4)", f"{metrics['val/psnr_y']:.2f} dB"),
         ("PSNR-Y bicubic", f"{metrics['val/bicubic_psnr_y']:.2f} dB"),
-        ("PSNR-Y gain over bicubic (target >= 1.0)", f"{metrics['val/psnr_y'] - metrics['val/bicubic_psnr_y']:+.2f} dB"),
+        ("PSNR-Y gain over bicubic (target >= 1.0)", f"{gain:+.2f} dB"),
         ("SSIM-Y model / bicubic", f"{metrics['val/ssim_y']:.4f} / {metrics['val/bicubic_ssim_y']:.4f}"),
         ("PSNR-RGB model / bicubic", f"{metrics['val/psnr_rgb']:.2f} / {metrics['val/bicubic_psnr_rgb']:.2f} dB"),
         ("Lightning step / plain PyTorch step (target <= 1.05)", f"{overhead['ratio']:.3f}"),
         ("step time Lightning / plain", f"{overhead['lightning_s'] * 1e3:.1f} / {overhead['plain_s'] * 1e3:.1f} ms"),
         ("training throughput", f"{len(batch['hr']) / overhead['lightning_s']:.1f} HR patches/s"),
-        ("data pipeline throughput", f"{pipeline_samples_per_second(cli.datamodule.train_dataloader(), 20):.0f} HR patches/s"),
-        ("predict throughput, whole image", f"{_predict_throughput(cli.model, tile=0):.3f} MP/s"),
-        ("predict throughput, tiles of 64", f"{_predict_throughput(cli.model, tile=64):.3f} MP/s"),
+        ("peak memory while training (process RSS)", f"{peak_memory:.0f} MiB"),
+        ("data pipeline throughput", f"{pipeline:.0f} HR patches/s"),
+        ("predict throughput, whole image", f"{predict[0]:.3f} MP/s"),
+        ("predict throughput, tiles of 64", f"{predict[64]:.3f} MP/s"),
+        ("predict throughput, whole image, bf16 autocast", f"{predict_bf16:.3f} MP/s ({predict_bf16 / predict[0]:.2f}x fp32)"),
+        ("bf16 vs fp32 output (8-bit PSNR, first val photo)", f"{fidelity:.1f} dB"),
     ]
-    generator, scale = cli.model.generator, cli.model.scale
+    generator, scale = model.generator, model.scale
     for lr_size, tile in ((512, 0), (512, 128), (2048, 128)):
         how = "whole image" if tile == 0 else f"tiles of {tile}"
         rows.append((f"predict peak memory, {lr_size}x{lr_size} input, {how}", _predict_memory(generator, scale, lr_size, tile)))
@@ -137,6 +165,13 @@ def main() -> None:
     print("|---|---|")
     for name, value in rows:
         print(f"| {name} | {value} |")
+    write_summary(
+        args.summary, task="super-resolution (PSNR stage)", config="configs/sr/default.yaml", checkpoint=ckpt,
+        quality=f"PSNR-Y {gain:+.2f} dB over bicubic ({metrics['val/psnr_y']:.2f} vs {metrics['val/bicubic_psnr_y']:.2f})",
+        step_ratio=overhead["ratio"], train_samples_per_s=len(batch["hr"]) / overhead["lightning_s"],
+        pipeline_samples_per_s=pipeline, peak_memory_mib=peak_memory,
+        predict=f"{predict[0]:.2f} MP/s ({predict_bf16:.2f} bf16)",
+    )
 
 
 if __name__ == "__main__":

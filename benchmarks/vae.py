@@ -24,7 +24,13 @@ import torch
 from lightning.pytorch import Callback, Trainer
 from torch.utils.data import DataLoader
 
-from benchmarks.common import build
+from benchmarks.common import (
+    build,
+    per_second,
+    pipeline_samples_per_second,
+    training_peak_rss_mib,
+    write_summary,
+)
 from datamodules.generation import GenerationDataModule
 from lightning_modules.fid import GenerativeMetrics
 from lightning_modules.vae import VAEModule
@@ -130,6 +136,7 @@ def main() -> None:
     parser.add_argument("--fid-floor", action="store_true", help="also the FID between two disjoint sets of real digits")
     parser.add_argument("--timing-steps", type=int, default=40)
     parser.add_argument("--timing-repeats", type=int, default=5)
+    parser.add_argument("--summary", help="also write this task's row of the combined table here (JSON)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
 
@@ -146,6 +153,9 @@ def main() -> None:
     fid_seconds = time.perf_counter() - start
 
     loader = data.train_dataloader()
+    pipeline = pipeline_samples_per_second(loader, 30)
+    with torch.no_grad():
+        sampling = per_second(lambda: model.sample(64), 64)
     lightning, plain = [], []
     for _ in range(args.timing_repeats):  # interleaved, so that load from other jobs hits both alike
         plain.append(plain_step_time(args.config, loader, 5, args.timing_steps))
@@ -153,6 +163,7 @@ def main() -> None:
     # The fastest repeat is the least disturbed by other jobs (as in timeit).
     lightning, plain = torch.stack(lightning).min(dim=0).values, torch.stack(plain).min(dim=0).values
     ratio = lightning / plain
+    peak_memory = training_peak_rss_mib(args.config)
 
     n = args.fid_samples
     print(f"\nMachine: {os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads; "
@@ -168,6 +179,16 @@ def main() -> None:
     print(f"\n{fid_time}Step time (best of {args.timing_repeats} x {args.timing_steps} steps, "
           f"batch {data.batch_size}), Lightning / plain PyTorch: CPU time {lightning[1] * 1e3:.1f} / {plain[1] * 1e3:.1f} ms "
           f"= {ratio[1]:.3f}; wall time {lightning[0] * 1e3:.1f} / {plain[0] * 1e3:.1f} ms = {ratio[0]:.3f}")
+    print(f"Peak memory while training (process RSS): {peak_memory:.0f} MiB; data pipeline {pipeline:.0f} images/s; "
+          f"sampling {sampling:.0f} images/s (batch 64).")
+    quality = f"held-out ELBO {scores['elbo']:.1f} nats, recon. PSNR {scores['psnr']:.2f}"
+    if model_fid is not None:
+        quality += f", FID {model_fid:.1f}" + (f" (real-vs-real {real_fid:.1f})" if real_fid is not None else "")
+    write_summary(
+        args.summary, task="VAE", config=str(Path(args.config).relative_to(ROOT)), quality=quality,
+        step_ratio=float(ratio[0]), train_samples_per_s=data.batch_size / float(lightning[0]),
+        pipeline_samples_per_s=pipeline, peak_memory_mib=peak_memory, predict=f"{sampling:.0f} images/s",
+    )
 
 
 if __name__ == "__main__":
