@@ -84,8 +84,8 @@ def main() -> None:
         print(table(list(rows.values())))
         print("\nStep ratio: Lightning training step / plain PyTorch loop on the same batch (target <= 1.05). "
               "Data pipeline: samples/s of the DataLoader alone with the default workers, and its multiple of "
-              "what training consumes (target >= 5x). Peak memory: the process's resident memory while the "
-              "training steps run on CPU, CUDA memory allocated on a GPU.")
+              "what training consumes (target >= 5x). Peak memory: resident memory of a fresh process that builds "
+              "the config and runs three training steps on CPU.")
     if failed:
         sys.exit(f"benchmarks failed: {', '.join(failed)}")
 
