@@ -37,7 +37,7 @@ from benchmarks.common import (
     training_peak_rss_mib,
     write_summary,
 )
-from benchmarks.overhead import _RepeatBatch, overhead_ratio
+from benchmarks.overhead import RepeatBatch, overhead_ratio
 from benchmarks.sr import predict_throughput
 from lightning_modules.gan_losses import ragan_d_loss, ragan_g_loss
 from train import cli_main
@@ -175,7 +175,7 @@ def precision_throughput(accelerator: str, config: str = DIV2K_CONFIG, extra: li
         trainer = Trainer(accelerator=accelerator, devices=1, precision=precision, max_epochs=1, logger=False,
                           enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                           callbacks=[timer], limit_val_batches=0, num_sanity_val_steps=0)
-        trainer.fit(cli.model, train_dataloaders=DataLoader(_RepeatBatch(batch, batches + warmup), batch_size=None))
+        trainer.fit(cli.model, train_dataloaders=DataLoader(RepeatBatch(batch, batches + warmup), batch_size=None))
         results[f"{precision}{' + channels_last' if channels_last else ''}"] = timer.images_per_second
     return results
 

@@ -24,7 +24,6 @@ import torch
 import torchvision
 
 from benchmarks.common import (
-    batch_length,
     build,
     per_second,
     pipeline_samples_per_second,
@@ -144,7 +143,6 @@ def main() -> None:
     latents = torch.randn(64, model.latent_dim)
     with torch.no_grad():
         sampling = per_second(lambda: model.sample(latents), len(latents))
-    batch_size = batch_length(next(iter(data.train_dataloader())))
 
     n = args.fid_samples
     print(f"\nGAN on digits ({Path(args.config).name}), CPU threads: {torch.get_num_threads()}\n")
@@ -167,7 +165,7 @@ def main() -> None:
     write_summary(
         args.summary, task="GAN", config=str(Path(args.config).relative_to(ROOT)),
         quality=f"FID {fid['ema']:.1f} vs floor {fid['floor']:.1f} ({fid['ema'] / fid['floor']:.2f}x), {n} samples",
-        step_ratio=timing["ratio"], train_samples_per_s=batch_size / timing["lightning_s"], pipeline_samples_per_s=pipeline,
+        step_ratio=timing["ratio"], train_samples_per_s=data.batch_size / timing["lightning_s"], pipeline_samples_per_s=pipeline,
         peak_memory_mib=peak_memory, predict=f"{sampling:.0f} images/s",
     )
 

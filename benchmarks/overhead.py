@@ -16,7 +16,9 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from torch.utils.data import DataLoader, Dataset
 
 
-class _RepeatBatch(Dataset):
+class RepeatBatch(Dataset):
+    """The same batch ``length`` times (use with ``batch_size=None``): timing without data loading."""
+
     def __init__(self, batch, length: int):
         self.batch, self.length = batch, length
 
@@ -42,7 +44,7 @@ class _StepTimer(Callback):
 
 def lightning_step_seconds(module: LightningModule, batch, steps: int, warmup: int) -> float:
     timer = _StepTimer()
-    loader = DataLoader(_RepeatBatch(batch, steps + warmup), batch_size=None)
+    loader = DataLoader(RepeatBatch(batch, steps + warmup), batch_size=None)
     trainer = Trainer(
         accelerator="cpu", devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, callbacks=[timer], limit_val_batches=0,

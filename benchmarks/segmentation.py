@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 from lightning.pytorch import Callback, Trainer
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from benchmarks.common import (
     build,
@@ -30,6 +30,7 @@ from benchmarks.common import (
     training_peak_rss_mib,
     write_summary,
 )
+from benchmarks.overhead import RepeatBatch
 from lightning_modules.segmentation import SegmentationModule
 from train import cli_main
 
@@ -57,17 +58,6 @@ def validate(config: str, ckpt: str, save_dir: str) -> dict[str, float]:
     return {key: float(value) for key, value in cli.trainer.callback_metrics.items()}
 
 
-class _SameBatch(Dataset):
-    def __init__(self, batch: dict, length: int):
-        self.batch, self.length = batch, length
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, index: int) -> dict:
-        return self.batch
-
-
 class _StepClock(Callback):
     def __init__(self, warmup: int):
         self.warmup = warmup
@@ -89,7 +79,7 @@ def lightning_step(model: SegmentationModule, batch: dict, warmup: int, steps: i
         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
         callbacks=[timer],
     )
-    trainer.fit(model, train_dataloaders=DataLoader(_SameBatch(batch, warmup + steps), batch_size=None))
+    trainer.fit(model, train_dataloaders=DataLoader(RepeatBatch(batch, warmup + steps), batch_size=None))
     return (timer.end - timer.start) / steps
 
 
@@ -129,13 +119,11 @@ def main() -> None:
     per_class = {k.removeprefix("val/iou_"): v for k, v in scores.items() if k.startswith("val/iou_")}
     worst = min(per_class, key=per_class.get)
 
-    _, data = build(args.config)
+    model, data = build(args.config, ckpt)
     data.setup("fit")
     pipeline = pipeline_samples_per_second(data.train_dataloader(), batches=30)
-    _, data = build(args.config)
-    data.setup("fit")
     batch = next(iter(data.train_dataloader()))
-    model = build(args.config, ckpt)[0].eval()
+    model.eval()
     with torch.no_grad():
         predict = per_second(lambda: model(batch["image"]).argmax(dim=1), len(batch["image"]))
     lightning, plain = [], []
