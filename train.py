@@ -19,6 +19,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import torch
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
@@ -142,5 +143,16 @@ def _finish_wandb(failed: bool) -> None:
         wandb.finish(exit_code=1 if failed else 0)
 
 
+def _destroy_process_group() -> None:
+    """Shut a DDP process group down before the interpreter does. Lightning only does it for NCCL;
+    a gloo group left to interpreter shutdown can abort a finished run ("terminate called without
+    an active exception", exit -6)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 if __name__ == "__main__":
-    cli_main()
+    try:
+        cli_main()
+    finally:
+        _destroy_process_group()

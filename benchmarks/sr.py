@@ -1,6 +1,6 @@
 """Super-resolution benchmark: quality at the demo budget, Lightning overhead, throughput.
 
-    python -m benchmarks.sr                 # trains configs/sr/default.yaml first (~6 min on 2 cores)
+    python -m benchmarks.sr                 # trains configs/sr/default.yaml first (~6 min on 2 cores, 11 on one)
     python -m benchmarks.sr --ckpt last.ckpt  # evaluates an existing default-config checkpoint
 
 Prints a markdown table. Quality = PSNR-Y (x4, 4-px border) of the model minus bicubic on the
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import math
 import multiprocessing
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -30,7 +31,7 @@ from benchmarks.common import (
     training_peak_rss_mib,
     write_summary,
 )
-from benchmarks.overhead import overhead_ratio
+from benchmarks.overhead import overhead_ratio, plain_step_seconds
 from lightning_modules.tiling import tiled_forward
 from train import cli_main
 
@@ -60,23 +61,41 @@ def _module_and_batch():
     return cli, batch
 
 
-def _overhead(batch: dict) -> dict[str, float]:
-    def make_module():
-        return cli_main(["--config", CONFIG, "--trainer.logger=false"], run=False).model
+def _plain_step(generator: torch.nn.Module, batch: dict):
+    """One plain PyTorch training step of ``generator`` (L1, Adam) on ``batch``."""
+    optimizer = torch.optim.Adam(generator.parameters(), lr=5e-4, betas=(0.9, 0.99))
 
-    def make_plain_step():
-        generator = make_module().generator
-        optimizer = torch.optim.Adam(generator.parameters(), lr=5e-4, betas=(0.9, 0.99))
+    def step():
+        loss = F.l1_loss(generator(batch["lr"]), batch["hr"])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
 
-        def step():
-            loss = F.l1_loss(generator(batch["lr"]), batch["hr"])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+    return step
 
-        return step
 
-    return overhead_ratio(make_module, make_plain_step, batch)
+def _module(channels_last: bool):
+    """The default config's module, its networks in the memory format ``--network_options`` sets."""
+    module = cli_main(["--config", CONFIG, "--trainer.logger=false"], run=False).model
+    if channels_last:
+        module.generator.to(memory_format=torch.channels_last)
+    return module
+
+
+def _overhead(batch: dict, channels_last: bool) -> dict[str, float]:
+    return overhead_ratio(
+        lambda: _module(channels_last), lambda: _plain_step(_module(channels_last).generator, batch), batch
+    )
+
+
+def _channels_last_speedup(batch: dict, rounds: int = 3) -> float:
+    """Plain training step time with contiguous (NCHW) over channels_last (NHWC) weights, alternating rounds."""
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(rounds):
+        for channels_last in (False, True):
+            step = _plain_step(_module(channels_last).generator, batch)
+            times[channels_last].append(plain_step_seconds(step, steps=10, warmup=2))
+    return statistics.median(times[False]) / statistics.median(times[True])
 
 
 def predict_throughput(model, tile: int, bf16: bool = False, lr_size: int = 128) -> float:
@@ -129,10 +148,16 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as temporary:
         metrics, train_seconds, ckpt = _quality(args.ckpt, Path(args.workdir or temporary))
+        trained = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
     cli, batch = _module_and_batch()
-    overhead = _overhead(batch)
+    channels_last = cli.config.network_options.channels_last
+    overhead = _overhead(batch, channels_last)
+    channels_last_speedup = _channels_last_speedup(batch)
     peak_memory = training_peak_rss_mib(CONFIG)
     model = cli.model.eval()
+    model.load_state_dict(trained)  # the trained weights: bf16 fidelity depends on them
+    if channels_last:  # as the NetworkOptions callback sets it up in predict
+        model.generator.to(memory_format=torch.channels_last)
     gain = metrics["val/psnr_y"] - metrics["val/bicubic_psnr_y"]
     pipeline = pipeline_samples_per_second(cli.datamodule.train_dataloader(), 20)
     predict = {tile: predict_throughput(model, tile) for tile in (0, 64)}
@@ -148,6 +173,8 @@ def main() -> None:
         ("Lightning step / plain PyTorch step (target <= 1.05)", f"{overhead['ratio']:.3f}"),
         ("step time Lightning / plain", f"{overhead['lightning_s'] * 1e3:.1f} / {overhead['plain_s'] * 1e3:.1f} ms"),
         ("training throughput", f"{len(batch['hr']) / overhead['lightning_s']:.1f} HR patches/s"),
+        ("memory format of the config's weights", "channels_last" if channels_last else "contiguous"),
+        ("training step, contiguous / channels_last time", f"{channels_last_speedup:.2f}x"),
         ("peak memory while training (process RSS)", f"{peak_memory:.0f} MiB"),
         ("data pipeline throughput", f"{pipeline:.0f} HR patches/s"),
         ("predict throughput, whole image", f"{predict[0]:.3f} MP/s"),

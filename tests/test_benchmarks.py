@@ -24,11 +24,12 @@ ROW = {
 def test_peak_rss_sees_an_allocation_and_resets():
     reset_peak_rss()
     before = peak_rss_mib()
-    block = torch.ones(64 * 2**20)  # 256 MiB, every page written
-    assert peak_rss_mib() >= before + 200
+    block = torch.ones(128 * 2**20)  # 512 MiB, every page written
+    assert peak_rss_mib() >= before + 400
     del block
     reset_peak_rss()
-    assert peak_rss_mib() < before + 100
+    # Wide margins: other threads of the test process (loggers, progress bars) may hold some memory.
+    assert peak_rss_mib() < before + 256
 
 
 def test_per_second_counts_items_over_repeats():

@@ -76,6 +76,21 @@ def test_rrdbnet_output_size(scale):
     assert hasattr(model, "conv_up2") == (scale == 4)
 
 
+def test_rrdbnet_bicubic_skip_adds_the_bicubic_upsampling():
+    torch.manual_seed(0)
+    model = RRDBNet(num_feat=8, num_block=1, grow_ch=4, scale=4, bicubic_skip=True).double()
+    x = torch.rand(1, 3, 6, 5, dtype=torch.float64)
+    bicubic = torch.nn.functional.interpolate(x, scale_factor=4, mode="bicubic", align_corners=False)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), bicubic)  # conv_last starts at zero
+        torch.nn.init.normal_(model.conv_last.weight, std=0.1)
+        # Same parameters as without the skip, so the weights load into either setting.
+        plain = RRDBNet(num_feat=8, num_block=1, grow_ch=4, scale=4).double()
+        plain.load_state_dict(model.state_dict(), strict=True)
+        assert plain(x).abs().mean() > 1e-3
+        torch.testing.assert_close(model(x), plain(x) + bicubic)
+
+
 def test_rrdbnet_rejects_other_scales():
     with pytest.raises(ValueError, match="scale 2 or 4"):
         RRDBNet(scale=3)
