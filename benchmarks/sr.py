@@ -32,6 +32,7 @@ from benchmarks.common import (
     write_summary,
 )
 from benchmarks.overhead import overhead_ratio, plain_step_seconds
+from lightning_modules.callbacks import NetworkOptions
 from lightning_modules.tiling import tiled_forward
 from train import cli_main
 
@@ -77,8 +78,7 @@ def _plain_step(generator: torch.nn.Module, batch: dict):
 def _module(channels_last: bool):
     """The default config's module, its networks in the memory format ``--network_options`` sets."""
     module = cli_main(["--config", CONFIG, "--trainer.logger=false"], run=False).model
-    if channels_last:
-        module.generator.to(memory_format=torch.channels_last)
+    NetworkOptions(channels_last=channels_last).setup(None, module, "fit")
     return module
 
 
@@ -156,8 +156,7 @@ def main() -> None:
     peak_memory = training_peak_rss_mib(CONFIG)
     model = cli.model.eval()
     model.load_state_dict(trained)  # the trained weights: bf16 fidelity depends on them
-    if channels_last:  # as the NetworkOptions callback sets it up in predict
-        model.generator.to(memory_format=torch.channels_last)
+    NetworkOptions(channels_last=channels_last).setup(None, model, "predict")  # as in a predict run
     gain = metrics["val/psnr_y"] - metrics["val/bicubic_psnr_y"]
     pipeline = pipeline_samples_per_second(cli.datamodule.train_dataloader(), 20)
     predict = {tile: predict_throughput(model, tile) for tile in (0, 64)}
