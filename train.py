@@ -15,6 +15,7 @@ experiment and keeps logging into the same run folder.
 from __future__ import annotations
 
 import pickle
+import platform
 import sys
 import warnings
 from pathlib import Path
@@ -25,6 +26,7 @@ from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_warn
 
 from lightning_modules.callbacks import ImagePredictionWriter, NetworkOptions, SeedEveryEpoch, run_dir
 
@@ -98,12 +100,31 @@ class ResearchCLI(LightningCLI):
         print(f"Resuming from {checkpoint}")
 
 
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        precision = str(self.trainer.precision)
+        on_cpu = isinstance(self.trainer.accelerator, CPUAccelerator)
+        if precision.startswith("bf16") and on_cpu and cpu_bf16_is_emulated():
+            rank_zero_warn(
+                f"trainer.precision={precision} on a CPU without native bfloat16 (no AVX512-BF16, no AMX): "
+                "oneDNN emulates it, and the SR training step measured 2.5x (AVX-512) to 10x (AVX2) slower "
+                "than float32. On this machine use --trainer.precision=32-true."
+            )
+
     def before_fit(self) -> None:
         if self.config.fit.trainer.sync_batchnorm and isinstance(self.trainer.accelerator, CPUAccelerator):
             raise ValueError(
                 "trainer.sync_batchnorm=true needs GPUs: torch's SyncBatchNorm does not run on CPU. "
                 "Leave it false for CPU runs (each process then normalises with its own batch)."
             )
+
+
+def cpu_bf16_is_emulated() -> bool:
+    """True on an x86 CPU without bfloat16 instructions (AVX512-BF16 or AMX), where bf16 autocast is
+    several times slower than float32; False there with them, and on other architectures (not known)."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    return not (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
 def cli_main(args: list[str] | None = None, run: bool = True) -> ResearchCLI:
