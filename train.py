@@ -99,7 +99,6 @@ class ResearchCLI(LightningCLI):
             _keep_previous_metrics(checkpoint.parent.parent)
         print(f"Resuming from {checkpoint}")
 
-
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
         precision = str(self.trainer.precision)
@@ -121,7 +120,7 @@ class ResearchCLI(LightningCLI):
 
 def cpu_bf16_is_emulated() -> bool:
     """True on an x86 CPU without bfloat16 instructions (AVX512-BF16 or AMX), where bf16 autocast is
-    several times slower than float32; False there with them, and on other architectures (not known)."""
+    several times slower than float32; False with them, and on other architectures (not checked)."""
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return False
     return not (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
