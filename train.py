@@ -14,8 +14,10 @@ experiment and keeps logging into the same run folder.
 
 from __future__ import annotations
 
+import os
 import pickle
 import platform
+import zipfile
 import sys
 import warnings
 from pathlib import Path
@@ -23,12 +25,21 @@ from pathlib import Path
 import torch
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.accelerators import CPUAccelerator
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_warn
 
-from lightning_modules.callbacks import ImagePredictionWriter, NetworkOptions, SeedEveryEpoch, run_dir
+from lightning_modules.budget import TimeBudget
+from lightning_modules.callbacks import (
+    AtomicCheckpointIO,
+    ImagePredictionWriter,
+    NetworkOptions,
+    ProgressBar,
+    RunCheckpoint,
+    SeedEveryEpoch,
+    run_dir,
+)
 
 
 # Lightning 2.6 calls a pytree API that torch 2.14 deprecates: nothing a user can act on.
@@ -39,6 +50,8 @@ class RunConfigSaver(SaveConfigCallback):
     """Saves the resolved config next to the checkpoints, and into the W&B run's config."""
 
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage == "predict":
+            return  # predict writes images only, and has no run folder
         folder = run_dir(trainer)
         folder.mkdir(parents=True, exist_ok=True)
         self.parser.save(self.config, folder / self.config_filename, overwrite=True)
@@ -68,7 +81,7 @@ def _keep_previous_metrics(folder: Path) -> None:
 
 class ResearchCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.save_last": True,
@@ -77,15 +90,42 @@ class ResearchCLI(LightningCLI):
             }
         )
         parser.add_lightning_class_args(LearningRateMonitor, "lr_monitor")
-        parser.add_lightning_class_args(RichProgressBar, "progress_bar")
+        parser.add_lightning_class_args(ProgressBar, "progress_bar")
         parser.add_lightning_class_args(SeedEveryEpoch, "epoch_seed")
         parser.add_lightning_class_args(ImagePredictionWriter, "predict_writer")
         parser.add_lightning_class_args(NetworkOptions, "network_options")
+        parser.add_lightning_class_args(TimeBudget, "budget")
+        parser.add_argument(
+            "--auto_bf16", type=bool, default=False,
+            help="Unless trainer.precision is given: bf16-mixed where the hardware runs bfloat16 natively (a CUDA "
+            "GPU with bf16, an x86 CPU with AMX or AVX512-BF16), float32 elsewhere.",
+        )
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning reads ``ckpt_path`` while parsing, always with ``weights_only=True``: read it with the
+        run's ``--weights_only``, say plainly when the file is no checkpoint or belongs to another task."""
+        subcommand = self.config.get("subcommand")
+        config = self.config[subcommand] if subcommand else None
+        if config is None or not config.get("ckpt_path") or not Path(config.ckpt_path).is_file():
+            return
+        checkpoint = load_checkpoint_file(Path(config.ckpt_path), weights_only=config.get("weights_only") is not False)
+        written_by = checkpoint.get("module_class")
+        wanted = config.model.class_path if "class_path" in config.model else None
+        if written_by and wanted and written_by != wanted:
+            raise ValueError(
+                f"--ckpt_path {config.ckpt_path} is a checkpoint of {written_by}, but this run's model is {wanted}: "
+                "pass the config of the task that wrote it, or a checkpoint of this task"
+            )
 
     def before_instantiate_classes(self) -> None:
-        if self.subcommand != "fit" or self.config.fit.ckpt_path != "last":
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        if self.subcommand == "predict":
+            config.trainer.logger = False  # predict writes only images: no run folder per call
+        if config.auto_bf16 and config.trainer.precision is None and native_bf16(config.trainer):
+            config.trainer.precision = "bf16-mixed"
+            print("auto_bf16: this machine runs bfloat16 natively, so trainer.precision=bf16-mixed")
+        if self.subcommand != "fit" or config.ckpt_path != "last":
             return
-        config = self.config.fit
         found = _latest_last_checkpoint(config.trainer.logger)
         if found is None:
             return  # Lightning then looks in the checkpoint folder and says when there is nothing
@@ -99,8 +139,14 @@ class ResearchCLI(LightningCLI):
             _keep_previous_metrics(checkpoint.parent.parent)
         print(f"Resuming from {checkpoint}")
 
+    def _instantiate_trainer(self, config, callbacks):
+        if config.get("enable_progress_bar") is False:
+            callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+        return super()._instantiate_trainer(config, callbacks)
+
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
+        self.trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         precision = str(self.trainer.precision)
         on_cpu = isinstance(self.trainer.accelerator, CPUAccelerator)
         if precision.startswith("bf16") and on_cpu and cpu_bf16_is_emulated():
@@ -118,11 +164,44 @@ class ResearchCLI(LightningCLI):
             )
 
 
+def load_checkpoint_file(path: Path, weights_only: bool = True) -> dict:
+    """``torch.load`` a Lightning checkpoint, with errors that say what the file is and what to do."""
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"--ckpt_path {path} is not a checkpoint (not a file written by torch.save / Lightning)")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=weights_only)
+    except pickle.UnpicklingError as err:
+        raise ValueError(
+            f"--ckpt_path {path} holds objects beyond tensors and plain containers, so it cannot be loaded with "
+            f"weights_only=True ({str(err).splitlines()[0]}). Only if you trust its source, pass --weights_only=false."
+        ) from err
+    except (RuntimeError, EOFError) as err:
+        raise ValueError(f"--ckpt_path {path} is not a readable checkpoint (truncated or corrupt): {err}") from err
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ValueError(f"--ckpt_path {path} is not a Lightning checkpoint (no state_dict inside)")
+    return checkpoint
+
+
+def native_bf16(trainer_config) -> bool:
+    """Whether the run's accelerator has native bfloat16: a CUDA GPU that supports it, or a CPU where
+    :func:`cpu_bf16_is_emulated` is False on x86. Other accelerators and CPUs are not assumed to."""
+    accelerator = str(trainer_config.accelerator)
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    if accelerator in ("auto", "cpu"):
+        return platform.machine().lower() in ("x86_64", "amd64") and not cpu_bf16_is_emulated()
+    return False
+
+
 def cpu_bf16_is_emulated() -> bool:
-    """True on an x86 CPU without bfloat16 instructions (AVX512-BF16 or AMX), where bf16 autocast is
-    several times slower than float32; False with them, and on other architectures (not checked)."""
+    """True on an x86 CPU without bfloat16 instructions (AVX512-BF16 or AMX), or where oneDNN is told
+    not to use them (``ONEDNN_MAX_CPU_ISA``), since bf16 autocast is then several times slower than
+    float32; False with them, and on other architectures (not checked)."""
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return False
+    limit = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "ALL").upper()
+    if not any(isa in limit for isa in ("BF16", "AMX", "AVX10", "FP16", "ALL")):
+        return True
     return not (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
@@ -142,12 +221,6 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> ResearchCLI:
             args=args,
             run=run,
         )
-    except pickle.UnpicklingError as err:
-        _finish_wandb(failed=True)
-        raise pickle.UnpicklingError(
-            f"{err}\nThe checkpoint holds objects beyond tensors and plain containers, so it cannot be "
-            "loaded with weights_only=True. Only if you trust its source, pass --weights_only=false."
-        ) from err
     except BaseException:
         _finish_wandb(failed=True)
         raise

@@ -60,6 +60,41 @@ def list_images(folder: str | Path, recursive: bool = True) -> list[Path]:
     return images
 
 
+def predict_inputs(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> list[tuple[Path, str]]:
+    """The images of a predict run (a file, or a folder searched recursively) with their output names
+    (the path relative to the folder, without suffix: ``a/b.jpg`` -> ``a/b``).
+
+    Every file is decoded here, before anything is written, so a bad file stops the run with
+    nothing half done and the error lists every bad file; two inputs that would write the same
+    output name (``x.png`` and ``x.jpg``) are refused too, instead of one overwriting the other.
+    """
+    path = Path(path)
+    root = path if path.is_dir() else path.parent
+    files = list_images(path)
+    named = [(file, file.relative_to(root).with_suffix("").as_posix()) for file in files]
+    owners: dict[str, list[Path]] = {}
+    for file, name in named:
+        owners.setdefault(name, []).append(file)
+    clashes = [f"{', '.join(map(str, paths))} -> {name}" for name, paths in owners.items() if len(paths) > 1]
+    if clashes:
+        raise ImageReadError(
+            path, "inputs that differ only in their suffix would write the same output file; rename or move one of "
+            f"each: {'; '.join(clashes)}"
+        )
+    bad = []
+    for file in files:
+        try:
+            with _open_checked(file, max_pixels) as img:
+                img.load()
+        except ImageReadError as err:
+            bad.append(str(err))
+        except (OSError, SyntaxError, ValueError) as err:
+            bad.append(f"{file}: corrupt or truncated image data ({err})")
+    if bad:
+        raise ImageReadError(path, f"{len(bad)} of {len(files)} input image(s) cannot be read, nothing was written: " + "; ".join(bad))
+    return named
+
+
 def _open_checked(path: Path, max_pixels: int) -> Image.Image:
     try:
         img = Image.open(path)

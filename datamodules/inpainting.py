@@ -32,7 +32,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import datasets
 from torchvision.transforms import v2
 
-from datamodules.image_io import DEFAULT_MAX_PIXELS, ImageReadError, image_size, list_images, read_image
+from datamodules.image_io import DEFAULT_MAX_PIXELS, ImageReadError, image_size, list_images, predict_inputs, read_image
+from datamodules.loaders import make_loader
 from datamodules.masks import MaskGenerator, read_mask
 from datamodules.super_resolution import EMBEDDED_TRAIN, EMBEDDED_VAL
 
@@ -153,10 +154,20 @@ class MaskFileDataset(Dataset):
         image_root = _root_of(Path(image_path))
         if Path(mask_dir).resolve() == image_root.resolve():
             raise ValueError(f"{mask_dir}: the mask folder must not be the image folder (masks would be read as images)")
-        images = files if files is not None else list_images(image_path)
+        predict = files is None and crop_size is None
+        images = files if files is not None else [f for f, _ in predict_inputs(image_path, max_pixels)] if predict else list_images(image_path)
         masks = mask_index(mask_dir)
         self.pairs = [(path, matching_mask(path, image_root, masks, mask_dir)) for path in images]
         self.image_root, self.crop_size, self.max_pixels = image_root, crop_size, max_pixels
+        if predict:  # every pair is checked before predict writes anything
+            bad = []
+            for pair in self.pairs:
+                try:
+                    load_pair(*pair, max_pixels)
+                except ImageReadError as err:
+                    bad.append(str(err))
+            if bad:
+                raise ImageReadError(image_path, f"{len(bad)} of {len(self.pairs)} input pair(s) cannot be used, nothing was written: " + "; ".join(bad))
         # Inputs of a predict run: the writer refuses to overwrite any of them.
         self.files = [path for pair in self.pairs for path in pair]
         if crop_size is not None:
@@ -310,11 +321,7 @@ class InpaintingDataModule(LightningDataModule):
             self.predict_set = MaskFileDataset(hp.predict_path, hp.predict_mask_dir, None, hp.max_pixels)
 
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        workers = self.hparams.num_workers
-        return DataLoader(
-            dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers, drop_last=shuffle,
-            persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
-        )
+        return make_loader(dataset, batch_size, shuffle=shuffle, num_workers=self.hparams.num_workers, drop_last=shuffle)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, self.hparams.batch_size, shuffle=True)

@@ -11,6 +11,7 @@ uninterrupted one. Under DDP Lightning swaps the sampler for a ``DistributedSamp
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
@@ -29,9 +30,14 @@ class EpochShuffleSampler(RandomSampler):
 
 
 def make_loader(
-    dataset: Dataset, batch_size: int, shuffle: bool = False, num_workers: int = 0, drop_last: bool = False
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool = False,
+    num_workers: int = 0,
+    drop_last: bool = False,
+    collate_fn: Callable | None = None,
 ) -> DataLoader:
-    """A loader with reproducible shuffling, persistent workers and pinned memory on GPU machines."""
+    """The loader of every DataModule: reproducible shuffling, persistent workers, pinned memory on GPUs."""
     seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
     return DataLoader(
         dataset,
@@ -42,4 +48,5 @@ def make_loader(
         persistent_workers=num_workers > 0,
         pin_memory=torch.cuda.is_available(),
         generator=torch.Generator().manual_seed(seed),
+        collate_fn=collate_fn,
     )

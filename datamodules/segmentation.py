@@ -15,7 +15,6 @@ names the file (and the labels).
 
 from __future__ import annotations
 
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from functools import partial
@@ -32,8 +31,8 @@ from torchvision import tv_tensors
 from torchvision.datasets import OxfordIIITPet, VOCSegmentation
 from torchvision.transforms import v2
 
-from datamodules.image_io import DEFAULT_MAX_PIXELS, ImageReadError, list_images, read_image
-from datamodules.loaders import EpochShuffleSampler
+from datamodules.image_io import DEFAULT_MAX_PIXELS, ImageReadError, list_images, predict_inputs, read_image
+from datamodules.loaders import make_loader
 
 VOC_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -200,23 +199,18 @@ class PredictImages(Dataset):
     from being overwritten by the prediction writer."""
 
     def __init__(self, path: str | Path, transform: v2.Transform, max_pixels: int = DEFAULT_MAX_PIXELS):
-        path = Path(path)
-        self.files = list_images(path)
-        self.root = path if path.is_dir() else path.parent
+        self.inputs = predict_inputs(path, max_pixels)
+        self.files = [file for file, _ in self.inputs]
         self.transform = transform
         self.max_pixels = max_pixels
 
     def __len__(self) -> int:
-        return len(self.files)
+        return len(self.inputs)
 
     def __getitem__(self, index: int) -> dict:
-        image = read_image(self.files[index], self.max_pixels)
-        return {
-            "image": self.transform(tv_tensors.Image(image)),
-            "original": image,
-            "path": str(self.files[index]),
-            "name": self.files[index].relative_to(self.root).with_suffix("").as_posix(),
-        }
+        path, name = self.inputs[index]
+        image = read_image(path, self.max_pixels)
+        return {"image": self.transform(tv_tensors.Image(image)), "original": image, "path": str(path), "name": name}
 
 
 class SegmentationDataModule(LightningDataModule, ABC):
@@ -282,18 +276,8 @@ class SegmentationDataModule(LightningDataModule, ABC):
             self.datasets["predict"] = PredictImages(self.predict_path, self.transforms(train=False), self.max_pixels)
 
     def _loader(self, split: str, batch_size: int, shuffle: bool = False) -> DataLoader:
-        """Like ``datamodules.loaders.make_loader`` (resume-safe shuffling), with padding collate."""
-        seed = int(os.environ.get("PL_GLOBAL_SEED", "0"))
-        dataset = self.datasets[split]
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            sampler=EpochShuffleSampler(dataset, seed) if shuffle else None,
-            drop_last=shuffle,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
-            generator=torch.Generator().manual_seed(seed),
+        return make_loader(
+            self.datasets[split], batch_size, shuffle=shuffle, num_workers=self.num_workers, drop_last=shuffle,
             collate_fn=partial(pad_collate, ignore_index=self.ignore_index),
         )
 

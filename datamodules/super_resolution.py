@@ -27,7 +27,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.image_io import DEFAULT_MAX_PIXELS, ImageReadError, image_size, list_images, read_image
+from datamodules.image_io import DEFAULT_MAX_PIXELS, ImageReadError, image_size, list_images, predict_inputs, read_image
 from datamodules.loaders import make_loader
 from datamodules.matlab_resize import imresize
 
@@ -193,20 +193,16 @@ class SRPredictDataset(Dataset):
     """LR images to upscale; ``files`` are protected from being overwritten by predict."""
 
     def __init__(self, path: str, max_pixels: int):
-        root = Path(path)
-        self.files = list_images(root)
-        self.root = root if root.is_dir() else root.parent
+        self.inputs = predict_inputs(path, max_pixels)
+        self.files = [file for file, _ in self.inputs]
         self.max_pixels = max_pixels
 
     def __len__(self) -> int:
-        return len(self.files)
+        return len(self.inputs)
 
     def __getitem__(self, index: int) -> dict:
-        path = self.files[index]
-        return {
-            "lr": _to_float(read_image(path, self.max_pixels)),
-            "output_name": str(path.relative_to(self.root).with_suffix(".png")),
-        }
+        path, name = self.inputs[index]
+        return {"lr": _to_float(read_image(path, self.max_pixels)), "output_name": f"{name}.png"}
 
 
 class SuperResolutionDataModule(LightningDataModule):

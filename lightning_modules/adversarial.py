@@ -22,6 +22,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from lightning_modules.checks import checked_sum
 from lightning_modules.gan_losses import LOSSES, GANLoss, gradient_penalty, r1_penalty
 
 
@@ -180,16 +181,7 @@ class AdversarialModule(LightningModule, ABC):
             self._step_schedulers(optimizer.optimizer)
 
     def _checked_sum(self, terms: dict[str, Tensor], network: str) -> Tensor:
-        """Sum of the loss terms; a non-finite sum raises an error naming the step and the terms."""
-        total = sum(terms.values())
-        if not torch.isfinite(total):
-            values = ", ".join(f"{name}={value.item():.4g}" for name, value in terms.items())
-            bad = [name for name, value in terms.items() if not torch.isfinite(value)]
-            raise FloatingPointError(
-                f"non-finite {network} loss at global step {self.global_step} (epoch {self.current_epoch}): "
-                f"term(s) {bad or ['sum']} ({values}); lower the learning rates or set gradient_clip_val"
-            )
-        return total
+        return checked_sum(self, terms, network, hint="lower the learning rates or set gradient_clip_val")
 
     def _step_schedulers(self, optimizer: torch.optim.Optimizer | None = None) -> None:
         for config in self.trainer.lr_scheduler_configs:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from copy import deepcopy
+
 import torch
 import torchvision
 from torch import Tensor, nn
@@ -73,7 +75,7 @@ class GANModule(AdversarialModule):
         noise = torch.randn(num_grid_samples, self.latent_dim, generator=torch.Generator().manual_seed(grid_seed))
         self.register_buffer("grid_noise", noise, persistent=False)  # rebuilt from grid_seed
         self._noise_rng: torch.Generator | None = None
-        self._ema_norm_stale = True
+        self._eval_copy: tuple[nn.Module, ...] = ()  # a tuple keeps it out of the state dict
         self._predicted: list[Tensor] = []
 
     def setup(self, stage: str) -> None:
@@ -108,19 +110,24 @@ class GANModule(AdversarialModule):
 
     def eval_generator(self, raw: bool = False) -> nn.Module:
         generator = super().eval_generator(raw)
-        if generator is not self.generator and self._ema_norm_stale:
+        if generator is self.generator:
+            return generator
+        if not self._eval_copy:
             # The batch-norm statistics of averaged weights are not the average of the
-            # statistics: recompute them on seeded noise (swa_utils.update_bn, as for SWA).
+            # statistics: recompute them on seeded noise (swa_utils.update_bn, as for SWA), in a
+            # copy, so that evaluating (e.g. the sanity check of a resumed run) leaves the EMA's
+            # averaged buffers, and so the training that follows, as they were.
+            copy = deepcopy(generator)
             rng = torch.Generator(self.device).manual_seed(0)
             sizes = [self.sample_batch_size] * (self.batch_norm_samples // self.sample_batch_size)
             with torch.no_grad():
-                update_bn([self.noise(n, rng) for n in sizes or [self.batch_norm_samples]], generator)
-            self._ema_norm_stale = False
-        return generator
+                update_bn([self.noise(n, rng) for n in sizes or [self.batch_norm_samples]], copy)
+            self._eval_copy = (copy.eval(),)
+        return self._eval_copy[0]
 
     def training_step(self, batch: dict, batch_idx: int) -> None:
         super().training_step(batch, batch_idx)
-        self._ema_norm_stale = True
+        self._eval_copy = ()
 
     def generate(self, batch: dict) -> Tensor:
         return self.generator(self.noise(batch["image"].shape[0], self._noise_rng))

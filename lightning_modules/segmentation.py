@@ -21,6 +21,7 @@ from torch.optim.lr_scheduler import PolynomialLR
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
+from lightning_modules.checks import checked_sum
 from lightning_modules.callbacks import log_image_grid
 
 
@@ -154,10 +155,7 @@ class SegmentationModule(LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         target = batch["mask"]
         losses = self.loss_terms(self._outputs(batch["image"]), target)
-        loss = sum(losses.values())
-        if not torch.isfinite(loss):
-            values = ", ".join(f"{name}={value.item():.4g}" for name, value in losses.items())
-            raise FloatingPointError(f"non-finite loss at global step {self.global_step}: {values}; lower the learning rate")
+        loss = checked_sum(self, losses)
         batch_size = len(target)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
         self.log_dict({f"train/{name}": value for name, value in losses.items()}, batch_size=batch_size)

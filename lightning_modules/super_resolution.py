@@ -18,6 +18,7 @@ from torch import nn
 
 from datamodules.image_io import save_image
 from datamodules.matlab_resize import imresize
+from lightning_modules.checks import checked_sum
 from lightning_modules.callbacks import log_image_grid, run_dir
 from lightning_modules.sr_metrics import SuperResolutionMetrics
 from lightning_modules.tiling import tiled_forward
@@ -153,9 +154,7 @@ class SuperResolutionModule(SuperResolutionEvaluation):
         return self.generator(lr)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = self.pixel_loss(self(batch["lr"]), batch["hr"])
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite pixel loss ({loss.item()}) at step {self.global_step}")
+        loss = checked_sum(self, {"pixel": self.pixel_loss(self(batch["lr"]), batch["hr"])})
         self.log("train/pixel_loss", loss, prog_bar=True)
         return loss
 

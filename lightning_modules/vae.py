@@ -31,6 +31,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
+from lightning_modules.checks import checked_sum
 from lightning_modules.callbacks import log_image_grid
 from lightning_modules.fid import GenerativeMetrics, match_fid_state
 from networks.vae import ConvVAE
@@ -167,7 +168,7 @@ class VAEModule(LightningModule):
         self.log("train/kl", kl.mean(), batch_size=n)
         if self.likelihood == "gaussian" and self.log_scale.requires_grad:
             self.log("train/scale", self.log_scale.exp(), batch_size=n)
-        return (recon_nll + self.kl_weight() * kl).mean()
+        return checked_sum(self, {"recon_nll": recon_nll.mean(), "kl": self.kl_weight() * kl.mean()})
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.optimizer(self.parameters())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -14,6 +15,26 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+
+
+def _free_port() -> str:
+    """A free port in this xdist worker's own range, so that DDP tests on two workers never meet."""
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    for port in range(30000 + 1000 * worker, 31000 + 1000 * worker):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return str(port)
+    raise RuntimeError("no free port for the DDP tests")
+
+
+@pytest.fixture(autouse=True)
+def ddp_port(monkeypatch):
+    """Every test's DDP runs rendezvous on a port of their own (Lightning keeps MASTER_PORT in the environment)."""
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", _free_port())
 
 
 @pytest.fixture

@@ -222,4 +222,6 @@ def test_ema_generator_gets_batch_norm_statistics_of_its_own_weights():
     torch.testing.assert_close(first_norm.running_mean, activations.mean(dim=(0, 2, 3)), atol=0.02, rtol=0.05)
     torch.testing.assert_close(first_norm.running_var, activations.var(dim=(0, 2, 3)), atol=0.02, rtol=0.05)
     assert not torch.allclose(first_norm.running_mean, averaged)
+    # ...in a copy: the EMA's own averaged buffers, which training continues from, are left alone
+    assert torch.equal(model.generator_ema.module.net[1].running_mean, averaged)
     assert model.eval_generator(raw=True) is model.generator

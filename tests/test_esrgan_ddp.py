@@ -14,7 +14,7 @@ from networks.rrdbnet import RRDBNet
 from test_esrgan import CONFIG, TINY
 
 
-def test_two_process_ddp_run_matches_one_process_validation(run_cli_subprocess, run_cli, tmp_path):
+def test_two_process_ddp_run_matches_one_process_validation(run_cli, tmp_path):
     torch.manual_seed(0)
     torch.save(RRDBNet(num_feat=8, num_block=1, grow_ch=4).state_dict(), tmp_path / "psnr_stage.pth")
     val_dir = tmp_path / "val"  # an even number of images: no sample is padded in on the second rank
@@ -25,9 +25,9 @@ def test_two_process_ddp_run_matches_one_process_validation(run_cli_subprocess, 
               f"--model.init_args.pretrained_generator={tmp_path / 'psnr_stage.pth'}"]
 
     # Two batches per rank, then validation on the final weights (also saved as last.ckpt).
-    run_cli_subprocess(
+    run_cli(
         "fit", "--config", CONFIG, *common, "--trainer.accelerator=cpu", "--trainer.devices=2",
-        "--trainer.strategy=ddp_find_unused_parameters_true", "--trainer.max_steps=4", "--trainer.val_check_interval=2",
+        "--trainer.strategy=ddp_fork_find_unused_parameters_true", "--trainer.max_steps=4", "--trainer.val_check_interval=2",
         "--trainer.num_sanity_val_steps=0", "--trainer.logger.init_args.version=ddp",
     )
     log_dir = tmp_path / "runs" / "esrgan_embedded" / "ddp"

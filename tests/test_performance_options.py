@@ -17,8 +17,9 @@ from torch._dynamo.utils import counters
 from torch.optim.swa_utils import AveragedModel
 from torchmetrics import MeanMetric, MetricCollection
 
-from lightning_modules.callbacks import NetworkOptions, networks
 import train
+from lightning_modules.callbacks import NetworkOptions, networks
+from tiny_configs import TASKS
 from train import cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,47 +27,6 @@ ROOT = Path(__file__).resolve().parents[1]
 # TASKS), log it, no validation.
 ONE_BATCH = ["--trainer.log_every_n_steps=1", "--trainer.limit_val_batches=0", "--checkpoint.monitor=null",
              "--trainer.enable_model_summary=false", "--progress_bar.refresh_rate=0"]
-# Tiny networks and batches, as in each task's own tests; random-weight VGG perceptual losses
-# (no download: ``pretrained=false``) where the task has one, so that they are converted too.
-TASKS = {
-    # SR: two batches, because the bicubic skip's generator returns bicubic exactly before its first
-    # update (conv_last starts at zero), whatever the precision.
-    "sr": ("configs/sr/default.yaml", 2, [
-        "--model.init_args.generator.init_args.num_feat=8", "--model.init_args.generator.init_args.num_block=1",
-        "--model.init_args.generator.init_args.grow_ch=4", "--data.init_args.patch_size=32",
-        "--data.init_args.batch_size=4", "--data.init_args.repeats=1",
-    ]),
-    "esrgan": ("configs/sr/esrgan_embedded.yaml", 2, [
-        "--model.init_args.generator.init_args.num_feat=8", "--model.init_args.generator.init_args.num_block=1",
-        "--model.init_args.generator.init_args.grow_ch=4", "--model.init_args.discriminator.init_args.num_feat=4",
-        "--model.init_args.discriminator.init_args.input_size=32", "--model.init_args.pretrained_generator=null",
-        "--model.init_args.perceptual_loss=lightning_modules.perceptual.PerceptualLoss",
-        "--model.init_args.perceptual_loss.init_args.pretrained=false",
-        "--model.init_args.perceptual_loss.init_args.layer_weights={relu2_2: 1.0}",
-        "--data.init_args.patch_size=32", "--data.init_args.batch_size=2", "--data.init_args.repeats=1",
-    ]),
-    "gan": ("configs/gan/digits.yaml", 2, [
-        "--model.init_args.generator.init_args.base_width=8", "--model.init_args.discriminator.init_args.base_width=8",
-        "--data.init_args.batch_size=16",
-    ]),
-    "vae": ("configs/vae/digits.yaml", 1, [
-        "--model.init_args.network.init_args.widths=[8, 16, 16, 16]",
-        "--model.init_args.network.init_args.latent_dim=8", "--data.init_args.batch_size=16",
-    ]),
-    "inpainting": ("configs/inpainting/embedded.yaml", 2, [
-        "--model.init_args.generator.init_args.base_channels=4", "--model.init_args.generator.init_args.dilations=[2]",
-        "--model.init_args.discriminator.init_args.base_channels=4",
-        "--model.init_args.discriminator.init_args.num_layers=3",
-        "--model.init_args.perceptual=lightning_modules.perceptual.PerceptualLoss",
-        "--model.init_args.perceptual.init_args.pretrained=false",
-        "--model.init_args.perceptual.init_args.layer_weights={relu2_2: 1.0}",
-        "--data.init_args.crop_size=48", "--data.init_args.batch_size=2", "--data.init_args.repeats=1",
-    ]),
-    "segmentation": ("configs/segmentation/embedded.yaml", 1, [
-        "--model.init_args.net.init_args.widths=[4, 8, 16]", "--data.init_args.num_train=8",
-        "--data.init_args.num_val=8", "--data.init_args.num_test=8", "--data.init_args.batch_size=4",
-    ]),
-}
 BF16 = ("--trainer.precision=bf16-mixed",)
 CHANNELS_LAST = ("--network_options.channels_last=true",)
 
@@ -82,7 +42,7 @@ def _fit(workdir: Path, task: str, *switches: str):
     config, steps, tiny = TASKS[task]
     # The reference is NCHW fp32 even where a config switches channels_last on (configs/sr/default.yaml).
     return _cli(workdir, ["fit", "--config", str(ROOT / config), *tiny, *ONE_BATCH, f"--trainer.max_steps={steps}",
-                          "--network_options.channels_last=false", *switches])
+                          "--network_options.channels_last=false", "--auto_bf16=false", *switches])
 
 
 def _losses(cli) -> dict[str, float]:

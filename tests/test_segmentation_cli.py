@@ -113,12 +113,12 @@ def test_dataset_configs_build(config, overrides):
     assert cli.model.num_classes == cli.datamodule.num_classes
 
 
-def test_ddp_fit_and_validate_match_single_process(run_cli_subprocess, run_cli, tmp_path):
+def test_ddp_fit_and_validate_match_single_process(run_cli, tmp_path):
     common = ["--config", EMBEDDED, *TINY, "--trainer.accelerator=cpu"]
-    ddp = ["--trainer.devices=2", "--trainer.strategy=ddp"]
-    run_cli_subprocess("fit", *common, *ddp, "--trainer.max_steps=2", "--trainer.logger.init_args.save_dir=fit")
+    ddp = ["--trainer.devices=2", "--trainer.strategy=ddp_fork"]
+    run_cli("fit", *common, *ddp, "--trainer.max_steps=2", "--trainer.logger.init_args.save_dir=fit")
     (last,) = (tmp_path / "fit").glob("*/version_*/checkpoints/last.ckpt")
-    run_cli_subprocess("validate", *common, *ddp, "--ckpt_path", str(last), "--trainer.logger.init_args.save_dir=ddp")
+    run_cli("validate", *common, *ddp, "--ckpt_path", str(last), "--trainer.logger.init_args.save_dir=ddp")
     distributed = last_metrics(tmp_path / "ddp")
     cli = run_cli("validate", *common, "--trainer.devices=1", "--ckpt_path", str(last), "--trainer.logger.init_args.save_dir=single")
     single = {key: float(value) for key, value in cli.trainer.callback_metrics.items()}

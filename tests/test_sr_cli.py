@@ -11,21 +11,13 @@ from PIL import Image
 
 from datamodules.image_io import ImageReadError, read_image
 from datamodules.super_resolution import SKIMAGE_DATA, SRTrainDataset, make_lr, mod_crop
+from tiny_configs import SR_TINY
 from train import cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
 
 CONFIG = "configs/sr/default.yaml"
-TINY = [
-    "--model.init_args.generator.init_args.num_feat=8",
-    "--model.init_args.generator.init_args.num_block=1",
-    "--model.init_args.generator.init_args.grow_ch=4",
-    "--data.init_args.patch_size=32",
-    "--data.init_args.batch_size=4",
-    "--data.init_args.repeats=2",
-    "--trainer.limit_val_batches=1",
-    "--trainer.val_check_interval=3",
-]
+TINY = [*SR_TINY, "--trainer.val_check_interval=3"]
 
 
 def _photos(folder: Path, names=("chelsea.png", "coffee.png")) -> Path:

@@ -197,13 +197,13 @@ def test_digits_cli_fit_validate_and_predict(run_cli, tmp_path, features_file):
     assert sorted(p.name for p in inputs.iterdir()) == ["digit0.png", "digit1.png", "digit2.png"]
 
 
-def test_ddp_two_processes_sync_fid_and_checkpoint_all_real_statistics(run_cli_subprocess, tmp_path, features_file):
+def test_ddp_two_processes_sync_fid_and_checkpoint_all_real_statistics(run_cli, tmp_path, features_file):
     common = [
         "--config", "configs/vae/digits.yaml", *TINY_NET, *fid_args(features_file, num_samples=64),
-        "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp",
+        "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp_fork",
         "--trainer.limit_val_batches=2", "--progress_bar.refresh_rate=0",
     ]
-    run_cli_subprocess(
+    run_cli(
         "fit", *common, "--trainer.max_epochs=1", "--trainer.check_val_every_n_epoch=1",
         "--trainer.limit_train_batches=3", "--trainer.log_every_n_steps=1",
     )
@@ -217,5 +217,5 @@ def test_ddp_two_processes_sync_fid_and_checkpoint_all_real_statistics(run_cli_s
     assert int(state["fid.fid.real_features_num_samples"]) == 64
     assert torch.cat(state["fid.kid.real_features"]).shape == (64, 8)
     # ... and a 2-process resume counts them once: same weights and noise give the same FID.
-    run_cli_subprocess("validate", *common, "--ckpt_path", str(ckpt))
+    run_cli("validate", *common, "--ckpt_path", str(ckpt))
     assert last_value(read_metrics(runs / "version_1"), "val/fid") == pytest.approx(last_value(rows, "val/fid"), rel=1e-4)

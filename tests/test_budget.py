@@ -1,0 +1,99 @@
+"""The wall-time budget of the default job, the step-based progress bar and auto_bf16."""
+
+import time
+
+import pytest
+import torch
+
+from lightning_modules.super_resolution import SuperResolutionModule
+from tiny_configs import SR_TINY, TASKS
+
+SR = "configs/sr/default.yaml"
+TINY_SR = [*SR_TINY, "--budget.warmup_steps=2", "--budget.calibration_steps=6"]
+
+
+def _budget(cli):
+    return next(c for c in cli.trainer.callbacks if type(c).__name__ == "TimeBudget")
+
+
+def test_budget_fits_the_step_count_to_the_machine(run_cli, monkeypatch):
+    """A machine that is slower per step trains fewer steps in the same budget, and both end in time."""
+    fast_start = time.monotonic()
+    fast = run_cli("fit", "--config", SR, *TINY_SR, "--budget.minutes=0.05", "--trainer.logger.init_args.name=fast")
+    fast_seconds = time.monotonic() - fast_start
+    plan = _budget(fast).plan
+    assert fast.trainer.global_step == plan["max_steps"] == plan["batches"] > 8
+    assert plan["validations_done"] == 4, "4 validations, the last at the final step"
+    assert fast.trainer.callback_metrics["val/psnr_y"] is not None
+    scheduler = fast.trainer.lr_scheduler_configs[0].scheduler
+    assert scheduler.T_max == plan["batches"], "the cosine schedule spans the planned steps"
+    assert scheduler.get_last_lr()[0] == pytest.approx(1e-6, abs=1e-6), "and has reached eta_min at the end"
+    assert fast_seconds < 0.05 * 60 * 1.15 + 20  # budget + overrun margin + start-up and the final summary
+
+    original = SuperResolutionModule.training_step
+
+    def slower(self, batch, batch_idx):
+        time.sleep(0.03)
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(SuperResolutionModule, "training_step", slower)
+    slow = run_cli("fit", "--config", SR, *TINY_SR, "--budget.minutes=0.05", "--trainer.logger.init_args.name=slow")
+    slow_plan = _budget(slow).plan
+    assert slow_plan["first_ms_per_batch"] > plan["first_ms_per_batch"] + 25
+    assert slow.trainer.global_step == slow_plan["max_steps"] < 0.8 * plan["max_steps"]
+
+
+def test_explicit_max_steps_ignores_the_budget(run_cli):
+    cli = run_cli("fit", "--config", SR, *TINY_SR, "--budget.minutes=0.05", "--trainer.max_steps=3")
+    assert cli.trainer.global_step == 3
+    assert _budget(cli).plan is None
+    assert cli.trainer.lr_scheduler_configs[0].scheduler.T_max == 6000, "the config's schedule, unchanged"
+
+
+def test_resume_continues_the_plan(run_cli, tmp_path):
+    args = ["fit", "--config", SR, *TINY_SR, "--budget.minutes=0.05", "--checkpoint.save_top_k=-1"]
+    full = run_cli(*args)
+    plan = _budget(full).plan
+    earliest = min((tmp_path / "runs/sr_default/version_0/checkpoints").glob("best-*.ckpt"))
+    saved = torch.load(earliest, weights_only=True)
+    assert saved["global_step"] < plan["max_steps"] and saved["callbacks"]["TimeBudget"]["spent_seconds"] > 0
+    resumed = run_cli(*args, f"--ckpt_path={earliest}")
+    resumed_plan = _budget(resumed).plan
+    assert resumed_plan["first_batches"] == plan["first_batches"], "no new calibration"
+    assert resumed.trainer.global_step == resumed_plan["max_steps"]
+    assert resumed.trainer.lr_scheduler_configs[0].scheduler.T_max == resumed_plan["batches"]
+
+
+def test_step_based_progress_bar_counts_steps_not_epochs(run_cli):
+    cli = run_cli("fit", "--config", SR, *TINY_SR, "--trainer.max_steps=6", "--progress_bar.refresh_rate=1")
+    bar = cli.trainer.progress_bar_callback
+    task = bar.progress.tasks[bar.train_progress_bar_id]
+    assert task.total == 6 and task.completed == 6
+    assert "/-" not in task.description and "steps" in task.description
+
+
+def test_progress_bar_can_be_switched_off(run_cli):
+    cli = run_cli("fit", "--config", SR, *TINY_SR, "--trainer.max_steps=2", "--trainer.enable_progress_bar=false")
+    assert cli.trainer.progress_bar_callback is None and cli.trainer.global_step == 2
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_bf16_only_where_bfloat16_is_native(run_cli, monkeypatch, native):
+    import train
+
+    monkeypatch.setattr(train, "native_bf16", lambda trainer_config: native)
+    cli = run_cli("fit", "--config", SR, *TINY_SR, "--auto_bf16=true", "--trainer.max_steps=1")
+    assert cli.trainer.precision == ("bf16-mixed" if native else "32-true")
+    explicit = run_cli("fit", "--config", SR, *TINY_SR, "--auto_bf16=true", "--trainer.precision=32-true", "--trainer.max_steps=1")
+    assert explicit.trainer.precision == "32-true", "an explicit precision is kept"
+
+
+def test_budget_counts_both_optimizer_steps_of_a_gan(run_cli):
+    config, _, tiny = TASKS["gan"]
+    cli = run_cli("fit", "--config", config, *tiny, "--trainer.max_steps=-1", "--budget.minutes=0.08",
+                  "--budget.warmup_steps=2", "--budget.calibration_steps=6", "--progress_bar.refresh_rate=0",
+                  "--trainer.enable_model_summary=false")
+    plan = _budget(cli).plan
+    assert cli.trainer.global_step == plan["max_steps"] == 2 * plan["batches"]
+    for config in cli.trainer.lr_scheduler_configs:  # LinearLR, stepped after every step of its optimizer
+        assert config.scheduler.total_iters == plan["batches"]
