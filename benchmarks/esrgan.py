@@ -39,7 +39,6 @@ from benchmarks.common import (
 )
 from benchmarks.overhead import RepeatBatch, overhead_ratio
 from benchmarks.sr import predict_throughput
-from lightning_modules.gan_losses import ragan_d_loss, ragan_g_loss
 from train import cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,21 +108,23 @@ def _overhead(batch: dict) -> dict[str, float]:
     def make_plain_step():
         module = make_module()
         generator, discriminator = module.generator, module.discriminator
-        opt_g = torch.optim.Adam(generator.parameters(), lr=1e-4, betas=(0.9, 0.99))
-        opt_d = torch.optim.Adam(discriminator.parameters(), lr=1e-4, betas=(0.9, 0.99))
-        ema = AveragedModel(generator, multi_avg_fn=get_ema_multi_avg_fn(0.999), use_buffers=True).requires_grad_(False)
+        # The module's own optimizers, loss weights and EMA decay, as the config sets them.
+        opt_g = module.generator_optimizer(generator.parameters())
+        opt_d = module.discriminator_optimizer(discriminator.parameters())
+        ema = AveragedModel(generator, multi_avg_fn=get_ema_multi_avg_fn(module.ema_decay), use_buffers=True).requires_grad_(False)
+        d_loss, g_loss = module.discriminator_loss, module.generator_loss
         lr, hr = batch["lr"], batch["hr"]
 
         def step():
             fake = generator(lr)
-            loss_d = ragan_d_loss(discriminator(hr), discriminator(fake.detach()))
+            loss_d = d_loss(discriminator(hr), discriminator(fake.detach()))
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             opt_d.step()
             discriminator.requires_grad_(False)
             with torch.no_grad():
                 real_logits = discriminator(hr)
-            loss_g = 5e-3 * ragan_g_loss(discriminator(fake), real_logits) + 1e-2 * F.l1_loss(fake, hr)
+            loss_g = module.adversarial_weight * g_loss(discriminator(fake), real_logits) + module.pixel_weight * F.l1_loss(fake, hr)
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
             opt_g.step()

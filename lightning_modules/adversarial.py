@@ -86,6 +86,7 @@ class AdversarialModule(LightningModule, ABC):
         self.loss_name = loss
         self.discriminator_loss, self.generator_loss = LOSSES[loss]
         self.adversarial_weight = adversarial_weight
+        self.ema_decay = ema_decay
         self.gradient_penalty_weight = gradient_penalty_weight
         self.r1_weight = r1_weight
         self.discriminator_steps = discriminator_steps

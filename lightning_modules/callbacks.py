@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import weakref
 from collections.abc import Sequence
@@ -22,9 +21,6 @@ from torchmetrics import Metric, MetricCollection
 
 from datamodules.image_io import save_image
 from lightning_modules.checks import non_finite_tensors
-
-log = logging.getLogger(__name__)
-
 
 def run_dir(trainer: Trainer) -> Path:
     """The folder of this run, ``<save_dir>/<name>/<version>``, whose ``checkpoints/`` Lightning fills.

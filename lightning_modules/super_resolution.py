@@ -20,11 +20,8 @@ from datamodules.image_io import save_image
 from datamodules.matlab_resize import imresize
 from lightning_modules.checks import checked_sum
 from lightning_modules.callbacks import log_image_grid, run_dir
-from lightning_modules.sr_metrics import SuperResolutionMetrics
+from lightning_modules.sr_metrics import METRIC_NAMES, SuperResolutionMetrics
 from lightning_modules.tiling import tiled_forward
-
-METRIC_NAMES = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb")
-
 
 class SuperResolutionEvaluation(LightningModule):
     """Validation/test metrics (model and bicubic), image grids, tiled predict.
