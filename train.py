@@ -17,9 +17,9 @@ from __future__ import annotations
 import os
 import pickle
 import platform
-import zipfile
 import sys
 import warnings
+import zipfile
 from pathlib import Path
 
 import torch
@@ -116,6 +116,12 @@ class ResearchCLI(LightningCLI):
                 f"--ckpt_path {config.ckpt_path} is a checkpoint of {written_by}, but this run's model is {wanted}: "
                 "pass the config of the task that wrote it, or a checkpoint of this task"
             )
+        hparams = dict(checkpoint.get("hyper_parameters") or {})  # as Lightning does: saved hparams win
+        hparams.pop("_instantiator", None)
+        if hparams:
+            if "_class_path" in hparams:
+                hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+            self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config

@@ -107,13 +107,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Writes each checkpoint to a temporary file next to its target, then renames it over the target.
 
     The rename is atomic on one filesystem (fsspec's transaction stages in the system temp folder,
-    whose move onto another filesystem is a copy). A kill mid-save leaves the previous file intact
+    whose move onto another filesystem is a copy). Remote paths (``s3://``...) go through fsspec. A kill mid-save leaves the previous file intact
     and at most a ``.<name>.partial-<pid>`` file, which the next save in that folder removes.
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
-        if storage_options is not None:
-            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        if storage_options is not None or "://" in str(path):  # remote storage: Lightning's fsspec path
+            return super().save_checkpoint(checkpoint, path, storage_options)
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         for stale in target.parent.glob(".*.partial-*"):

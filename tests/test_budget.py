@@ -19,27 +19,27 @@ def _budget(cli):
 def test_budget_fits_the_step_count_to_the_machine(run_cli, monkeypatch):
     """A machine that is slower per step trains fewer steps in the same budget, and both end in time."""
     fast_start = time.monotonic()
-    fast = run_cli("fit", "--config", SR, *TINY_SR, "--budget.minutes=0.05", "--trainer.logger.init_args.name=fast")
+    fast = run_cli("fit", "--config", SR, *TINY_SR, "--budget.minutes=0.12", "--trainer.logger.init_args.name=fast")
     fast_seconds = time.monotonic() - fast_start
     plan = _budget(fast).plan
-    assert fast.trainer.global_step == plan["max_steps"] == plan["batches"] > 8
+    assert fast.trainer.global_step == plan["max_steps"] == plan["batches"] > 2 + 6  # more than it timed
     assert plan["validations_done"] == 4, "4 validations, the last at the final step"
     assert fast.trainer.callback_metrics["val/psnr_y"] is not None
     scheduler = fast.trainer.lr_scheduler_configs[0].scheduler
     assert scheduler.T_max == plan["batches"], "the cosine schedule spans the planned steps"
     assert scheduler.get_last_lr()[0] == pytest.approx(1e-6, abs=1e-6), "and has reached eta_min at the end"
-    assert fast_seconds < 0.05 * 60 * 1.15 + 20  # budget + overrun margin + start-up and the final summary
+    assert fast_seconds < 0.12 * 60 * 1.15 + 20  # budget + overrun margin + start-up and the final summary
 
     original = SuperResolutionModule.training_step
 
     def slower(self, batch, batch_idx):
-        time.sleep(0.03)
+        time.sleep(0.1)
         return original(self, batch, batch_idx)
 
     monkeypatch.setattr(SuperResolutionModule, "training_step", slower)
-    slow = run_cli("fit", "--config", SR, *TINY_SR, "--budget.minutes=0.05", "--trainer.logger.init_args.name=slow")
+    slow = run_cli("fit", "--config", SR, *TINY_SR, "--budget.minutes=0.12", "--trainer.logger.init_args.name=slow")
     slow_plan = _budget(slow).plan
-    assert slow_plan["first_ms_per_batch"] > plan["first_ms_per_batch"] + 25
+    assert slow_plan["first_ms_per_batch"] > plan["first_ms_per_batch"] + 80
     assert slow.trainer.global_step == slow_plan["max_steps"] < 0.8 * plan["max_steps"]
 
 
@@ -51,7 +51,7 @@ def test_explicit_max_steps_ignores_the_budget(run_cli):
 
 
 def test_resume_continues_the_plan(run_cli, tmp_path):
-    args = ["fit", "--config", SR, *TINY_SR, "--budget.minutes=0.05", "--checkpoint.save_top_k=-1"]
+    args = ["fit", "--config", SR, *TINY_SR, "--budget.minutes=0.12", "--checkpoint.save_top_k=-1"]
     full = run_cli(*args)
     plan = _budget(full).plan
     earliest = min((tmp_path / "runs/sr_default/version_0/checkpoints").glob("best-*.ckpt"))
