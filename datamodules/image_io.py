@@ -12,6 +12,7 @@ the same everywhere:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -60,12 +61,15 @@ def list_images(folder: str | Path, recursive: bool = True) -> list[Path]:
     return images
 
 
-def predict_inputs(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> list[tuple[Path, str]]:
+def predict_inputs(
+    path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, check: Callable[[Path], object] | None = None
+) -> list[tuple[Path, str]]:
     """The images of a predict run (a file, or a folder searched recursively) with their output names
     (the path relative to the folder, without suffix: ``a/b.jpg`` -> ``a/b``).
 
-    Every file is decoded here, before anything is written, so a bad file stops the run with
-    nothing half done and the error lists every bad file; two inputs that would write the same
+    Every input is checked here, before anything is written: decoded, or passed to ``check``
+    (e.g. reading it with its mask), which raises :class:`ImageReadError`. A bad file stops the run
+    with nothing half done and the error lists every bad file; two inputs that would write the same
     output name (``x.png`` and ``x.jpg``) are refused too, instead of one overwriting the other.
     """
     path = Path(path)
@@ -84,12 +88,9 @@ def predict_inputs(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> li
     bad = []
     for file in files:
         try:
-            with _open_checked(file, max_pixels) as img:
-                img.load()
+            (check or (lambda f: read_image(f, max_pixels)))(file)
         except ImageReadError as err:
             bad.append(str(err))
-        except (OSError, SyntaxError, ValueError) as err:
-            bad.append(f"{file}: corrupt or truncated image data ({err})")
     if bad:
         raise ImageReadError(path, f"{len(bad)} of {len(files)} input image(s) cannot be read, nothing was written: " + "; ".join(bad))
     return named

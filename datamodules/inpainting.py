@@ -154,20 +154,17 @@ class MaskFileDataset(Dataset):
         image_root = _root_of(Path(image_path))
         if Path(mask_dir).resolve() == image_root.resolve():
             raise ValueError(f"{mask_dir}: the mask folder must not be the image folder (masks would be read as images)")
-        predict = files is None and crop_size is None
-        images = files if files is not None else [f for f, _ in predict_inputs(image_path, max_pixels)] if predict else list_images(image_path)
         masks = mask_index(mask_dir)
-        self.pairs = [(path, matching_mask(path, image_root, masks, mask_dir)) for path in images]
+
+        def pair(image: Path) -> tuple[Path, Path]:
+            return image, matching_mask(image, image_root, masks, mask_dir)
+
+        if files is None and crop_size is None:  # predict: every pair is read before anything is written
+            images = [f for f, _ in predict_inputs(image_path, max_pixels, check=lambda f: load_pair(*pair(f), max_pixels))]
+        else:
+            images = files if files is not None else list_images(image_path)
+        self.pairs = [pair(path) for path in images]
         self.image_root, self.crop_size, self.max_pixels = image_root, crop_size, max_pixels
-        if predict:  # every pair is checked before predict writes anything
-            bad = []
-            for pair in self.pairs:
-                try:
-                    load_pair(*pair, max_pixels)
-                except ImageReadError as err:
-                    bad.append(str(err))
-            if bad:
-                raise ImageReadError(image_path, f"{len(bad)} of {len(self.pairs)} input pair(s) cannot be used, nothing was written: " + "; ".join(bad))
         # Inputs of a predict run: the writer refuses to overwrite any of them.
         self.files = [path for pair in self.pairs for path in pair]
         if crop_size is not None:
