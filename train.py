@@ -5,8 +5,9 @@ Trainer's own arguments the CLI adds always-on callbacks, each configurable from
 ``checkpoint`` (``last.ckpt`` plus the best on ``checkpoint.monitor``), ``lr_monitor``,
 ``progress_bar`` (Rich), ``epoch_seed`` (per-epoch reseeding, so a run resumed at an epoch
 boundary continues exactly like an uninterrupted one), ``predict_writer`` (where predict
-writes its files) and ``network_options`` (channels_last memory format and torch.compile of the
-networks).
+writes its files), ``network_options`` (channels_last memory format and torch.compile of the
+networks), ``budget`` (a wall-time budget for step-less runs) and ``summary`` (the validation
+table and example image each task declares, printed after fit).
 
 ``--ckpt_path last`` resumes from the newest ``last.ckpt`` of the configured logger's
 experiment and keeps logging into the same run folder.
@@ -38,8 +39,9 @@ from lightning_modules.callbacks import (
     ProgressBar,
     RunCheckpoint,
     SeedEveryEpoch,
-    run_dir,
 )
+from lightning_modules.evaluation import EvaluationSummary
+from lightning_modules.run_logging import run_dir
 
 
 # Lightning 2.6 calls a pytree API that torch 2.14 deprecates: nothing a user can act on.
@@ -95,6 +97,7 @@ class ResearchCLI(LightningCLI):
         parser.add_lightning_class_args(ImagePredictionWriter, "predict_writer")
         parser.add_lightning_class_args(NetworkOptions, "network_options")
         parser.add_lightning_class_args(TimeBudget, "budget")
+        parser.add_lightning_class_args(EvaluationSummary, "summary")
         parser.add_argument(
             "--auto_bf16", type=bool, default=False,
             help="Unless trainer.precision is given: bf16-mixed where the hardware runs bfloat16 natively (a CUDA "

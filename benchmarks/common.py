@@ -1,18 +1,21 @@
-"""What the benchmarks share: building a task from its config, timing a DataLoader, peak memory,
-and the summary row each task contributes to the combined table of ``python -m benchmarks``."""
+"""What the benchmarks share: building, fitting and validating a task from its config, timing
+(every timing is a median, see :func:`medians`), timing a DataLoader, peak memory, and the summary
+row each task contributes to the combined table of ``python -m benchmarks``."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import multiprocessing
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch.cli import LightningCLI
 
-from lightning_modules.fid import match_fid_state
 from train import cli_main
 
 
@@ -21,10 +24,60 @@ def build(config: str, ckpt: str | None = None) -> tuple[LightningModule, Lightn
     cli = cli_main(["--config", config], run=False)
     model, data = cli.model, cli.datamodule
     if ckpt is not None:
-        state = torch.load(ckpt, weights_only=True, map_location="cpu")["state_dict"]
-        match_fid_state(state, getattr(model, "fid", None))
-        model.load_state_dict(state)
+        model.load_state_dict(torch.load(ckpt, weights_only=True, map_location="cpu")["state_dict"])
     return model, data
+
+
+def _run_args(command: str, config: str, save_dir: str | Path, overrides: Sequence[str]) -> list[str]:
+    return [command, "--config", config, *overrides, f"--trainer.logger.init_args.save_dir={save_dir}",
+            "--progress_bar.refresh_rate=0"]
+
+
+def timed_fit(config: str, save_dir: str | Path, *overrides: str) -> tuple[LightningCLI, str, np.ndarray]:
+    """Fit ``config`` with the CLI, the command a user runs, logging under ``save_dir``: the CLI (its
+    trainer and datamodule), the last checkpoint, and (wall, process CPU) seconds of the whole fit."""
+    start = clock()
+    cli = cli_main(_run_args("fit", config, save_dir, overrides))
+    return cli, cli.trainer.checkpoint_callback.last_model_path, clock() - start
+
+
+def validated(config: str, save_dir: str | Path, *overrides: str) -> dict[str, float]:
+    """The metrics of ``validate`` run from the CLI (``"--ckpt_path", ckpt`` among ``overrides``
+    validates trained weights)."""
+    cli = cli_main(_run_args("validate", config, save_dir, overrides))
+    return {key: float(value) for key, value in cli.trainer.callback_metrics.items()}
+
+
+def clock() -> np.ndarray:
+    """(wall, process CPU) seconds; CPU time does not count the time other jobs hold the cores."""
+    return np.array([time.perf_counter(), time.process_time()])
+
+
+def medians(rounds: int, *measures: Callable[[], object]) -> list:
+    """The median of each of ``measures`` (numbers or arrays, element-wise) over ``rounds`` rounds.
+
+    The measures alternate within a round, so that load from other jobs on a shared machine hits
+    them alike, and the median leaves out the rounds it disturbed most. Every benchmark timing is
+    such a median.
+    """
+    results: list[list] = [[] for _ in measures]
+    for _ in range(rounds):
+        for values, measure in zip(results, measures):
+            values.append(measure())
+    return [np.median(values, axis=0) for values in results]
+
+
+def seconds_per_call(run: Callable[[], object], calls: int, warmup: int = 1) -> float:
+    """Median wall seconds of one ``run()`` over ``calls`` timed calls, after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        run()
+
+    def timed() -> float:
+        start = time.perf_counter()
+        run()
+        return time.perf_counter() - start
+
+    return float(medians(calls, timed)[0])
 
 
 def batch_length(batch) -> int:
@@ -88,12 +141,9 @@ def _training_peak_rss(config: str, overrides: list[str], steps: int, results) -
 
 
 def per_second(run: Callable[[], object], items: int, repeats: int = 3) -> float:
-    """Items per second of ``run()`` (which handles ``items``), after one warm-up call."""
-    run()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        run()
-    return items * repeats / (time.perf_counter() - start)
+    """Items per second of ``run()`` (which handles ``items``): the median of ``repeats`` calls, after
+    one warm-up call."""
+    return items / seconds_per_call(run, repeats)
 
 
 SUMMARY_FIELDS = {
@@ -116,3 +166,9 @@ def write_summary(path: str | None, **row: object) -> None:
     if path is not None:
         Path(path).write_text(json.dumps(row))
 
+
+def argument_parser(doc: str) -> argparse.ArgumentParser:
+    """A benchmark's command line: its docstring as help, and ``--summary`` for ``python -m benchmarks``."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--summary", help="also write this task's row of the combined table here (JSON)")
+    return parser

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from benchmarks.overhead import plain_step_seconds
+from benchmarks.common import seconds_per_call
 from lightning_modules.callbacks import NetworkOptions
 from train import cli_main, cpu_bf16_is_emulated
 
@@ -59,7 +59,7 @@ def sr_step_ms(bf16: bool, channels_last: bool, threads: int) -> float:
         loss.backward()
         optimizer.step()
 
-    return 1000 * plain_step_seconds(step, steps=20, warmup=5)
+    return 1000 * seconds_per_call(step, calls=20, warmup=5)
 
 
 def main() -> None:

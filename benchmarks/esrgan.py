@@ -21,7 +21,6 @@ Prints markdown tables:
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -32,11 +31,7 @@ from lightning.pytorch import Callback, Trainer
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
-from benchmarks.common import (
-    pipeline_samples_per_second,
-    training_peak_rss_mib,
-    write_summary,
-)
+from benchmarks.common import argument_parser, pipeline_samples_per_second, timed_fit, training_peak_rss_mib, validated, write_summary
 from benchmarks.overhead import RepeatBatch, overhead_ratio
 from benchmarks.sr import predict_throughput
 from train import cli_main
@@ -45,36 +40,20 @@ ROOT = Path(__file__).resolve().parents[1]
 PSNR_CONFIG = str(ROOT / "configs" / "sr" / "default.yaml")
 GAN_CONFIG = str(ROOT / "configs" / "sr" / "esrgan_embedded.yaml")
 DIV2K_CONFIG = str(ROOT / "configs" / "sr" / "esrgan_div2k.yaml")
-QUIET = ["--progress_bar.refresh_rate=0"]
-
-
-def _timed_fit(args: list[str]) -> tuple[Path, float, float]:
-    """Fit from the CLI; returns last.ckpt, wall seconds and this process's CPU seconds."""
-    wall, cpu = time.perf_counter(), time.process_time()
-    cli = cli_main(["fit", *args, *QUIET])
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    checkpoints = Path(cli.trainer.checkpoint_callback.dirpath)
-    return checkpoints / "last.ckpt", wall, cpu
-
-
-def _validate(args: list[str]) -> dict[str, float]:
-    cli = cli_main(["validate", *args, *QUIET])
-    return {key: value.item() for key, value in cli.trainer.callback_metrics.items()}
 
 
 def _quality(psnr_ckpt: str | None, gan_ckpt: str | None, workdir: Path) -> tuple[list[tuple[str, str]], dict, dict]:
     timings = []
     if psnr_ckpt is None:
-        psnr_ckpt, wall, cpu = _timed_fit(["--config", PSNR_CONFIG, f"--trainer.logger.init_args.save_dir={workdir}"])
-        timings.append(("PSNR stage (configs/sr/default.yaml) fit", _minutes(wall, cpu)))
-    common = ["--config", GAN_CONFIG, f"--model.init_args.pretrained_generator={psnr_ckpt}",
-              f"--trainer.logger.init_args.save_dir={workdir}"]
+        _, psnr_ckpt, seconds = timed_fit(PSNR_CONFIG, workdir)
+        timings.append(("PSNR stage (configs/sr/default.yaml) fit", _minutes(*seconds)))
+    pretrained = f"--model.init_args.pretrained_generator={psnr_ckpt}"
     # No checkpoint: validation of the PSNR-stage weights just loaded (generator and EMA alike).
-    start = _validate(common)
+    start = validated(GAN_CONFIG, workdir, pretrained)
     if gan_ckpt is None:
-        gan_ckpt, wall, cpu = _timed_fit(common)
-        timings.append(("GAN stage (configs/sr/esrgan_embedded.yaml) fit", _minutes(wall, cpu)))
-    gan = _validate([*common, "--ckpt_path", str(gan_ckpt)])
+        _, gan_ckpt, seconds = timed_fit(GAN_CONFIG, workdir, pretrained)
+        timings.append(("GAN stage (configs/sr/esrgan_embedded.yaml) fit", _minutes(*seconds)))
+    gan = validated(GAN_CONFIG, workdir, pretrained, "--ckpt_path", str(gan_ckpt))
     return timings, start, gan
 
 
@@ -165,7 +144,7 @@ def precision_throughput(accelerator: str, config: str = DIV2K_CONFIG, extra: li
     for precision, channels_last in (("32-true", False), ("bf16-mixed", False), ("bf16-mixed", True)):
         cli = cli_main(["--config", config, "--model.init_args.pretrained_generator=null",
                         "--model.init_args.lpips=disabled",
-                        "--model.init_args.perceptual_loss.init_args.pretrained=false",  # timing only
+                        "--model.init_args.perceptual.init_args.pretrained=false",  # timing only
                         f"--network_options.channels_last={channels_last}", f"--trainer.accelerator={accelerator}",
                         "--trainer.logger=false", *extra], run=False)
         datamodule = cli.datamodule
@@ -182,11 +161,10 @@ def precision_throughput(accelerator: str, config: str = DIV2K_CONFIG, extra: li
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--psnr-ckpt", help="PSNR-stage checkpoint of configs/sr/default.yaml (default: train one now)")
     parser.add_argument("--gan-ckpt", help="checkpoint of configs/sr/esrgan_embedded.yaml (default: train one now)")
     parser.add_argument("--skip-quality", action="store_true", help="only the overhead (and GPU) measurements")
-    parser.add_argument("--summary", help="also write this task's row of the combined table here (JSON)")
     args = parser.parse_args()
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "

@@ -14,7 +14,6 @@ plain PyTorch loop doing the same work on the same batch.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 import warnings
@@ -24,27 +23,16 @@ import torch
 import torchvision
 
 from benchmarks.common import (
-    build,
-    per_second,
-    pipeline_samples_per_second,
-    training_peak_rss_mib,
-    write_summary,
+    argument_parser,
+    build, per_second, pipeline_samples_per_second, timed_fit, training_peak_rss_mib, write_summary,
 )
 from benchmarks.overhead import overhead_ratio
 from datamodules.generation import GenerationDataModule
 from lightning_modules.fid import GenerativeMetrics
 from lightning_modules.gan import GANModule
 from lightning_modules.gan_losses import LOSSES
-from train import cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def train(config: str, workdir: Path) -> tuple[str, float, float]:
-    """Fit ``config``; returns the last checkpoint, wall seconds and CPU seconds (all threads)."""
-    start, cpu_start = time.perf_counter(), time.process_time()
-    cli = cli_main(["fit", "--config", config, f"--trainer.logger.init_args.save_dir={workdir}", "--progress_bar.refresh_rate=0"])
-    return cli.trainer.checkpoint_callback.last_model_path, time.perf_counter() - start, time.process_time() - cpu_start
 
 
 @torch.no_grad()
@@ -55,8 +43,7 @@ def fids(model: GANModule, data: GenerationDataModule, features: str, n: int, gr
     training = torch.stack([data.train_set[i]["image"] for i in range(min(n, len(data.train_set)))])
     latents = torch.randn(n, model.latent_dim, generator=torch.Generator().manual_seed(0))
     metrics = GenerativeMetrics(features, num_samples=n)
-    for chunk in held_out.split(100):
-        metrics.update(chunk, real=True)
+    metrics.add(held_out, real=True)
     results = {"held_out": len(held_out), "training": len(training)}
     for name, images in (
         ("ema", model.sample(latents)),
@@ -65,10 +52,7 @@ def fids(model: GANModule, data: GenerationDataModule, features: str, n: int, gr
     ):
         if name == "ema" and grid:
             torchvision.utils.save_image(images[:64].add(1).div(2), grid, nrow=8, padding=2)
-        for chunk in images.split(100):
-            metrics.update(chunk, real=False)
-        results[name] = float(metrics.compute()["fid"])
-        metrics.reset_fake()
+        results[name] = float(metrics.score(images)["fid"])
     return results
 
 
@@ -114,7 +98,7 @@ def step_overhead(config: str, data: GenerationDataModule, rounds: int, steps: i
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--fid-features", default="inception", help="TorchScript file: uint8 (N,3,H,W) -> (N,D) features")
     parser.add_argument("--config", default=str(ROOT / "configs/gan/digits.yaml"))
     parser.add_argument("--ckpt", help="evaluate this checkpoint instead of training --config first")
@@ -123,7 +107,6 @@ def main() -> None:
     parser.add_argument("--grid", help="also write 64 EMA samples to this PNG file")
     parser.add_argument("--timing-steps", type=int, default=30)
     parser.add_argument("--timing-rounds", type=int, default=3)
-    parser.add_argument("--summary", help="also write this task's row of the combined table here (JSON)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
 
@@ -131,7 +114,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as temporary:
         ckpt = args.ckpt
         if ckpt is None:
-            ckpt, train_seconds, train_cpu_seconds = train(args.config, Path(args.workdir or temporary))
+            _, ckpt, (train_seconds, train_cpu_seconds) = timed_fit(args.config, args.workdir or temporary)
         model, data = build(args.config, ckpt)
     data.setup("fit")
     start = time.perf_counter()

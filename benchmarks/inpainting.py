@@ -15,7 +15,6 @@ shared machine depends on the other jobs.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -24,10 +23,8 @@ import torch
 from skimage.restoration import inpaint_biharmonic
 
 from benchmarks.common import (
-    per_second,
-    pipeline_samples_per_second,
-    training_peak_rss_mib,
-    write_summary,
+    argument_parser,
+    per_second, pipeline_samples_per_second, timed_fit, training_peak_rss_mib, validated, write_summary,
 )
 from benchmarks.overhead import overhead_ratio
 from lightning_modules.gan_losses import hinge_d_loss, hinge_g_loss
@@ -41,15 +38,11 @@ CONFIG = str(ROOT / "configs" / "inpainting" / "embedded.yaml")
 
 def _quality(ckpt: str | None, workdir: Path) -> tuple[dict[str, float], dict[str, float] | None]:
     """Validation metrics of the embedded config (training it first when no checkpoint is given)."""
-    common = ["--config", CONFIG, f"--trainer.logger.init_args.save_dir={workdir}", "--progress_bar.refresh_rate=0"]
     cost = None
     if ckpt is None:
-        wall, cpu = time.perf_counter(), time.process_time()
-        cli = cli_main(["fit", *common])
-        cost = {"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu, "steps": cli.trainer.global_step}
-        ckpt = str(Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt")
-    cli = cli_main(["validate", *common, "--ckpt_path", ckpt])
-    return {k: v.item() for k, v in cli.trainer.callback_metrics.items()}, cost
+        cli, ckpt, (wall, cpu) = timed_fit(CONFIG, workdir)
+        cost = {"wall_s": wall, "cpu_s": cpu, "steps": cli.trainer.global_step}
+    return validated(CONFIG, workdir, "--ckpt_path", ckpt), cost
 
 
 def biharmonic(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -119,9 +112,8 @@ def _overhead(batch: dict) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--ckpt", help="checkpoint of configs/inpainting/embedded.yaml (default: train one now)")
-    parser.add_argument("--summary", help="also write this task's row of the combined table here (JSON)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as workdir:

@@ -11,9 +11,12 @@ import statistics
 import time
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch.utils.data import DataLoader, Dataset
+
+from benchmarks.common import clock, medians, seconds_per_call
 
 
 class RepeatBatch(Dataset):
@@ -55,15 +58,32 @@ def lightning_step_seconds(module: LightningModule, batch, steps: int, warmup: i
     return statistics.median(gaps)
 
 
-def plain_step_seconds(step: Callable[[], None], steps: int, warmup: int) -> float:
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+class _BlockClock(Callback):
+    """:func:`~benchmarks.common.clock` at the start of step ``warmup`` and at the end of each step."""
+
+    def __init__(self, warmup: int):
+        self.warmup = warmup
+        self.start = self.end = clock()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.warmup:
+            self.start = clock()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.end = clock()
+
+
+def lightning_step_clock(module: LightningModule, loader: DataLoader, warmup: int, steps: int) -> np.ndarray:
+    """(wall, process CPU) seconds per ``Trainer.fit`` step on ``loader``, over the ``steps`` steps
+    after ``warmup``: with the CPU time, which other jobs on the machine do not inflate."""
+    timer = _BlockClock(warmup)
+    trainer = Trainer(
+        accelerator="cpu", devices=1, max_steps=warmup + steps, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
+        callbacks=[timer],
+    )
+    trainer.fit(module, train_dataloaders=loader)
+    return (timer.end - timer.start) / steps
 
 
 def overhead_ratio(
@@ -76,9 +96,9 @@ def overhead_ratio(
 ) -> dict[str, float]:
     """Median Lightning and plain step times (seconds) and their ratio, over alternating rounds."""
     torch.manual_seed(0)
-    lightning_times, plain_times = [], []
-    for _ in range(rounds):
-        lightning_times.append(lightning_step_seconds(make_module(), batch, steps, warmup))
-        plain_times.append(plain_step_seconds(make_plain_step(), steps, warmup))
-    lightning, plain = statistics.median(lightning_times), statistics.median(plain_times)
-    return {"lightning_s": lightning, "plain_s": plain, "ratio": lightning / plain}
+    lightning, plain = medians(
+        rounds,
+        lambda: lightning_step_seconds(make_module(), batch, steps, warmup),
+        lambda: seconds_per_call(make_plain_step(), steps, warmup),
+    )
+    return {"lightning_s": float(lightning), "plain_s": float(plain), "ratio": float(lightning / plain)}

@@ -7,83 +7,38 @@ Reports, on the embedded validation scenes (unseen handwriting and background re
 pixel accuracy and the worst class IoU; the training time; training samples/s; how many samples/s
 the data pipeline alone delivers; and the time per training step in Lightning relative to a plain
 PyTorch loop running the same model, loss, optimizer, schedule and batch. The two sides alternate
-for ``--timing-repeats`` rounds and the fastest round of each counts (as in ``timeit``), so load
-from other jobs on a shared machine disturbs the ratio as little as possible.
+for ``--timing-repeats`` rounds and the median round of each counts, so load from other jobs on a
+shared machine disturbs the ratio as little as possible.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
-from lightning.pytorch import Callback, Trainer
 from torch.utils.data import DataLoader
 
 from benchmarks.common import (
-    build,
-    per_second,
-    pipeline_samples_per_second,
-    training_peak_rss_mib,
+    argument_parser,
+    build, clock, medians, per_second, pipeline_samples_per_second, timed_fit, training_peak_rss_mib, validated,
     write_summary,
 )
-from benchmarks.overhead import RepeatBatch
+from benchmarks.overhead import RepeatBatch, lightning_step_clock
 from lightning_modules.segmentation import SegmentationModule
-from train import cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "configs" / "segmentation" / "embedded.yaml")
 
 
-def clock() -> torch.Tensor:
-    """(wall, process CPU) seconds; CPU time does not count the time other jobs hold the cores."""
-    return torch.tensor([time.perf_counter(), time.process_time()], dtype=torch.float64)
-
-
-def train(config: str, save_dir: str) -> tuple[str, torch.Tensor, int]:
-    """Fit ``config`` with the CLI (the command a user runs): last checkpoint, (wall, CPU) seconds, samples seen."""
-    start = clock()
-    cli = cli_main(["fit", "--config", config, f"--trainer.logger.init_args.save_dir={save_dir}", "--progress_bar.refresh_rate=0"])
-    seconds = clock() - start
-    samples = cli.trainer.global_step * cli.datamodule.batch_size
-    return str(Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"), seconds, samples
-
-
-def validate(config: str, ckpt: str, save_dir: str) -> dict[str, float]:
-    cli = cli_main(["validate", "--config", config, "--ckpt_path", ckpt, f"--trainer.logger.init_args.save_dir={save_dir}",
-                    "--progress_bar.refresh_rate=0"])
-    return {key: float(value) for key, value in cli.trainer.callback_metrics.items()}
-
-
-class _StepClock(Callback):
-    def __init__(self, warmup: int):
-        self.warmup = warmup
-        self.start = self.end = clock()
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if batch_idx == self.warmup:
-            self.start = clock()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.end = clock()
-
-
-def lightning_step(model: SegmentationModule, batch: dict, warmup: int, steps: int) -> torch.Tensor:
+def lightning_step(model: SegmentationModule, batch: dict, warmup: int, steps: int) -> np.ndarray:
     """(wall, CPU) seconds per ``Trainer.fit`` step on one batch held in memory."""
-    timer = _StepClock(warmup)
-    trainer = Trainer(
-        accelerator="cpu", devices=1, max_steps=warmup + steps, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
-        callbacks=[timer],
-    )
-    trainer.fit(model, train_dataloaders=DataLoader(RepeatBatch(batch, warmup + steps), batch_size=None))
-    return (timer.end - timer.start) / steps
+    return lightning_step_clock(model, DataLoader(RepeatBatch(batch, warmup + steps), batch_size=None), warmup, steps)
 
 
-def plain_step(model: SegmentationModule, batch: dict, warmup: int, steps: int) -> torch.Tensor:
+def plain_step(model: SegmentationModule, batch: dict, warmup: int, steps: int) -> np.ndarray:
     """(wall, CPU) seconds per step of the same forward, loss, backward, optimizer and poly schedule."""
     model.train()
     optimizer = model.optimizer(model.parameters())
@@ -102,20 +57,20 @@ def plain_step(model: SegmentationModule, batch: dict, warmup: int, steps: int) 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--config", default=CONFIG)
     parser.add_argument("--ckpt", help="evaluate this checkpoint instead of training --config first")
     parser.add_argument("--save-dir", default="runs/benchmark", help="where the training run (and its checkpoint) goes")
     parser.add_argument("--timing-steps", type=int, default=20)
     parser.add_argument("--timing-repeats", type=int, default=5)
-    parser.add_argument("--summary", help="also write this task's row of the combined table here (JSON)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
 
     ckpt, train_time, samples = args.ckpt, None, None
     if ckpt is None:
-        ckpt, train_time, samples = train(args.config, args.save_dir)
-    scores = validate(args.config, ckpt, args.save_dir)
+        cli, ckpt, train_time = timed_fit(args.config, args.save_dir)
+        samples = cli.trainer.global_step * cli.datamodule.batch_size
+    scores = validated(args.config, args.save_dir, "--ckpt_path", ckpt)
     per_class = {k.removeprefix("val/iou_"): v for k, v in scores.items() if k.startswith("val/iou_")}
     worst = min(per_class, key=per_class.get)
 
@@ -126,13 +81,12 @@ def main() -> None:
     model.eval()
     with torch.no_grad():
         predict = per_second(lambda: model(batch["image"]).argmax(dim=1), len(batch["image"]))
-    lightning, plain = [], []
-    for _ in range(args.timing_repeats):  # interleaved, so that load from other jobs hits both alike
+
+    def timed(step):
         torch.manual_seed(0)
-        plain.append(plain_step(build(args.config)[0], batch, 3, args.timing_steps))
-        torch.manual_seed(0)
-        lightning.append(lightning_step(build(args.config)[0], batch, 3, args.timing_steps))
-    lightning, plain = torch.stack(lightning).min(dim=0).values, torch.stack(plain).min(dim=0).values
+        return step(build(args.config)[0], batch, 3, args.timing_steps)
+
+    plain, lightning = medians(args.timing_repeats, lambda: timed(plain_step), lambda: timed(lightning_step))
     ratio = lightning / plain
     peak_memory = training_peak_rss_mib(args.config)
     batch_size = len(batch["image"])
@@ -149,7 +103,7 @@ def main() -> None:
           f"| {throughput} | {pipeline:.0f} | {lightning[1] * 1e3:.0f} / {plain[1] * 1e3:.0f} ms = {ratio[1]:.3f} "
           f"| {lightning[0] * 1e3:.0f} / {plain[0] * 1e3:.0f} ms = {ratio[0]:.3f} |")
     print("\nPer-class IoU: " + ", ".join(f"{name} {value:.3f}" for name, value in per_class.items()))
-    print(f"Step times: best of {args.timing_repeats} alternating rounds x {args.timing_steps} steps, batch {batch_size}, "
+    print(f"Step times: median of {args.timing_repeats} alternating rounds x {args.timing_steps} steps, batch {batch_size}, "
           f"one batch held in memory (Lightning-only samples/s: {batch_size / lightning[0]:.0f}).")
     size = "x".join(str(n) for n in batch["image"].shape[-2:])
     print(f"Peak memory while training (process RSS): {peak_memory:.0f} MiB; predict (network + argmax, {size}): "

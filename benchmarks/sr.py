@@ -12,25 +12,19 @@ fp32 one. Predict memory: the peak resident memory that one upscale adds, each i
 
 from __future__ import annotations
 
-import argparse
 import math
 import multiprocessing
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 from benchmarks.common import (
-    peak_rss_mib,
-    per_second,
-    pipeline_samples_per_second,
-    reset_peak_rss,
-    training_peak_rss_mib,
-    write_summary,
+    argument_parser,
+    medians, peak_rss_mib, per_second, pipeline_samples_per_second, reset_peak_rss, seconds_per_call, timed_fit,
+    training_peak_rss_mib, validated, write_summary,
 )
-from benchmarks.overhead import overhead_ratio, plain_step_seconds
+from benchmarks.overhead import overhead_ratio
 from lightning_modules.budget import TimeBudget
 from lightning_modules.callbacks import NetworkOptions
 from lightning_modules.tiling import tiled_forward
@@ -43,20 +37,16 @@ CONFIG = str(ROOT / "configs" / "sr" / "default.yaml")
 def _quality(ckpt: str | None, workdir: Path) -> tuple[dict[str, float], str | None, str]:
     """Validation metrics of the default config (training it first when no checkpoint is given),
     a line on the training run (wall time, precision, steps and why) and the checkpoint."""
-    common = ["--config", CONFIG, f"--trainer.logger.init_args.save_dir={workdir}", "--progress_bar.refresh_rate=0"]
     job = None
     if ckpt is None:
-        start = time.perf_counter()
-        cli = cli_main(["fit", *common])
-        minutes = (time.perf_counter() - start) / 60
+        cli, ckpt, (wall, _) = timed_fit(CONFIG, workdir)
+        minutes = wall / 60
         budget = next(c for c in cli.trainer.callbacks if isinstance(c, TimeBudget))
         plan = budget.plan or {}
         job = (f"{minutes:.1f} min for fit (budget.minutes={budget.minutes:g}), {cli.trainer.precision}, "
                f"{cli.trainer.global_step} steps (first plan {plan.get('first_batches')} at "
                f"{plan.get('first_ms_per_batch', 0):.0f} ms/step, last {plan.get('batches')} at {plan.get('ms_per_batch', 0):.0f} ms)")
-        ckpt = str(Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt")
-    cli = cli_main(["validate", *common, "--ckpt_path", ckpt])
-    return {k: v.item() for k, v in cli.trainer.callback_metrics.items()}, job, ckpt
+    return validated(CONFIG, workdir, "--ckpt_path", ckpt), job, ckpt
 
 
 def _module_and_batch():
@@ -96,12 +86,12 @@ def _overhead(batch: dict, channels_last: bool) -> dict[str, float]:
 
 def _channels_last_speedup(batch: dict, rounds: int = 3) -> float:
     """Plain training step time with contiguous (NCHW) over channels_last (NHWC) weights, alternating rounds."""
-    times: dict[bool, list[float]] = {False: [], True: []}
-    for _ in range(rounds):
-        for channels_last in (False, True):
-            step = _plain_step(_module(channels_last), batch)
-            times[channels_last].append(plain_step_seconds(step, steps=10, warmup=2))
-    return statistics.median(times[False]) / statistics.median(times[True])
+
+    def step_seconds(channels_last: bool) -> float:
+        return seconds_per_call(_plain_step(_module(channels_last), batch), calls=10, warmup=2)
+
+    contiguous, channels_last = medians(rounds, lambda: step_seconds(False), lambda: step_seconds(True))
+    return float(contiguous / channels_last)
 
 
 def predict_throughput(model, tile: int, bf16: bool = False, lr_size: int = 128) -> float:
@@ -146,10 +136,9 @@ def _predict_memory(generator, scale: int, lr_size: int, tile: int) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--ckpt", help="checkpoint of configs/sr/default.yaml (default: train one now)")
     parser.add_argument("--workdir", help="keep the training run here instead of in a temporary folder")
-    parser.add_argument("--summary", help="also write this task's row of the combined table here (JSON)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as temporary:

@@ -14,35 +14,26 @@ PyTorch loop running the same model, loss, data and optimizer.
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
-from lightning.pytorch import Callback, Trainer
+from lightning.pytorch import Trainer
 from torch.utils.data import DataLoader
 
 from benchmarks.common import (
-    build,
-    per_second,
-    pipeline_samples_per_second,
-    training_peak_rss_mib,
-    write_summary,
+    argument_parser,
+    build, clock, medians, per_second, pipeline_samples_per_second, timed_fit, training_peak_rss_mib, write_summary,
 )
+from benchmarks.overhead import lightning_step_clock
 from datamodules.generation import GenerationDataModule
 from lightning_modules.fid import GenerativeMetrics
 from lightning_modules.vae import VAEModule
-from train import cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def train(config: str, save_dir: str) -> tuple[str, float]:
-    start = time.perf_counter()
-    cli = cli_main(["fit", "--config", config, f"--trainer.logger.init_args.save_dir={save_dir}", "--progress_bar.refresh_rate=0"])
-    return cli.trainer.checkpoint_callback.last_model_path, time.perf_counter() - start
 
 
 def held_out_scores(model: VAEModule, data: GenerationDataModule) -> dict[str, float]:
@@ -58,54 +49,17 @@ def sample_fid(model: VAEModule, data: GenerationDataModule, features: str, n: i
     model.eval()
     train_images = torch.stack([data.train_set[i]["image"] for i in range(len(data.train_set))])
     metrics = GenerativeMetrics(features, num_samples=n)
-    for chunk in train_images[:n].split(100):
-        metrics.update(chunk, real=True)
+    metrics.add(train_images[:n], real=True)
     generator = torch.Generator().manual_seed(0)
-    for start in range(0, n, 100):
-        metrics.update(model.sample(min(100, n - start), generator), real=False)
-    model_fid = float(metrics.compute()["fid"])
+    samples = torch.cat([model.sample(min(100, n - start), generator) for start in range(0, n, 100)])
+    model_fid = float(metrics.score(samples)["fid"])
     if not floor:
         return model_fid, None
-    metrics.reset_fake()
     others = torch.cat([train_images[n:], torch.stack([item["image"] for item in data.val_set])])[:n]
-    for chunk in others.split(100):
-        metrics.update(chunk, real=False)
-    return model_fid, float(metrics.compute()["fid"])
+    return model_fid, float(metrics.score(others)["fid"])
 
 
-def clock() -> torch.Tensor:
-    """(wall, process CPU) seconds; CPU time does not count the time other jobs hold the cores."""
-    return torch.tensor([time.perf_counter(), time.process_time()], dtype=torch.float64)
-
-
-class StepTimer(Callback):
-    """Time of the training steps after ``warmup``, measured inside the Trainer."""
-
-    def __init__(self, warmup: int):
-        self.warmup = warmup
-        self.start = self.end = clock()
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if trainer.global_step == self.warmup:
-            self.start = clock()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.end = clock()
-
-
-def lightning_step_time(config: str, loader: DataLoader, warmup: int, steps: int) -> torch.Tensor:
-    """(wall, CPU) seconds per step of ``Trainer.fit`` on the config's model."""
-    model, _ = build(config)
-    timer = StepTimer(warmup)
-    trainer = Trainer(
-        accelerator="cpu", devices=1, max_steps=warmup + steps, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, callbacks=[timer],
-    )
-    trainer.fit(model, train_dataloaders=loader)
-    return (timer.end - timer.start) / steps
-
-
-def plain_step_time(config: str, loader: DataLoader, warmup: int, steps: int) -> torch.Tensor:
+def plain_step_time(config: str, loader: DataLoader, warmup: int, steps: int) -> np.ndarray:
     """(wall, CPU) seconds per step of the same model, loss, optimizer and batches in a plain loop."""
     model, _ = build(config)
     model.train()
@@ -127,7 +81,7 @@ def plain_step_time(config: str, loader: DataLoader, warmup: int, steps: int) ->
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--fid-features", help="TorchScript file: uint8 (N,3,H,W) -> (N,D) features; no FID without it")
     parser.add_argument("--config", default=str(ROOT / "configs/vae/digits.yaml"))
     parser.add_argument("--ckpt", help="evaluate this checkpoint instead of training --config first")
@@ -136,13 +90,12 @@ def main() -> None:
     parser.add_argument("--fid-floor", action="store_true", help="also the FID between two disjoint sets of real digits")
     parser.add_argument("--timing-steps", type=int, default=40)
     parser.add_argument("--timing-repeats", type=int, default=5)
-    parser.add_argument("--summary", help="also write this task's row of the combined table here (JSON)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
 
     ckpt, train_seconds = args.ckpt, None
     if ckpt is None:
-        ckpt, train_seconds = train(args.config, args.save_dir)
+        _, ckpt, (train_seconds, _) = timed_fit(args.config, args.save_dir)
     model, data = build(args.config, ckpt)
     data.setup("fit")
     scores = held_out_scores(model, data)
@@ -156,12 +109,11 @@ def main() -> None:
     pipeline = pipeline_samples_per_second(loader, 30)
     with torch.no_grad():
         sampling = per_second(lambda: model.sample(64), 64)
-    lightning, plain = [], []
-    for _ in range(args.timing_repeats):  # interleaved, so that load from other jobs hits both alike
-        plain.append(plain_step_time(args.config, loader, 5, args.timing_steps))
-        lightning.append(lightning_step_time(args.config, loader, 5, args.timing_steps))
-    # The fastest repeat is the least disturbed by other jobs (as in timeit).
-    lightning, plain = torch.stack(lightning).min(dim=0).values, torch.stack(plain).min(dim=0).values
+    plain, lightning = medians(
+        args.timing_repeats,
+        lambda: plain_step_time(args.config, loader, 5, args.timing_steps),
+        lambda: lightning_step_clock(build(args.config)[0], loader, 5, args.timing_steps),
+    )
     ratio = lightning / plain
     peak_memory = training_peak_rss_mib(args.config)
 
@@ -176,7 +128,7 @@ def main() -> None:
         others = min(n, len(data.train_set) + len(data.val_set) - n)
         print(f"| real digits ({others} held-out vs the {n}) | | | | | {real_fid:.2f} |")
     fid_time = f"FID time: {fid_seconds:.0f} s. " if model_fid is not None else ""
-    print(f"\n{fid_time}Step time (best of {args.timing_repeats} x {args.timing_steps} steps, "
+    print(f"\n{fid_time}Step time (median of {args.timing_repeats} alternating rounds x {args.timing_steps} steps, "
           f"batch {data.batch_size}), Lightning / plain PyTorch: CPU time {lightning[1] * 1e3:.1f} / {plain[1] * 1e3:.1f} ms "
           f"= {ratio[1]:.3f}; wall time {lightning[0] * 1e3:.1f} / {plain[0] * 1e3:.1f} ms = {ratio[0]:.3f}")
     print(f"Peak memory while training (process RSS): {peak_memory:.0f} MiB; data pipeline {pipeline:.0f} images/s; "

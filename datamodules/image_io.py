@@ -7,6 +7,8 @@ the same everywhere:
 * 16-bit files (``I;16``, ``I``) are rescaled to 8 bit (``round(v / 257)``);
 * corrupt, truncated and non-image files raise :class:`ImageReadError`;
 * images above ``max_pixels`` (decompression bombs) raise :class:`ImageReadError`.
+
+Label masks (:func:`read_label_mask`) keep their values as class ids, with the same checks.
 """
 
 from __future__ import annotations
@@ -96,21 +98,24 @@ def predict_inputs(
     return named
 
 
-def _open_checked(path: Path, max_pixels: int) -> Image.Image:
+def _open_checked(path: Path, max_pixels: int, kind: str | None = None) -> Image.Image:
+    """``path`` opened (header only), or :class:`ImageReadError` for a non-image file or one above
+    ``max_pixels``; ``kind`` (e.g. "mask") names what the file holds in the messages, else "image"."""
     try:
         img = Image.open(path)
     except FileNotFoundError:
         raise
     except UnidentifiedImageError:
-        raise ImageReadError(path, "not an image file, or an unsupported format") from None
+        reason = "not an image file, or an unsupported format"
+        raise ImageReadError(path, f"{kind} is {reason}" if kind else reason) from None
     except OSError as err:
-        raise ImageReadError(path, f"cannot open ({err})") from None
+        raise ImageReadError(path, f"cannot open{' ' + kind if kind else ''} ({err})") from None
     width, height = img.size
     if width * height > max_pixels:
         img.close()
         raise ImageReadError(
             path,
-            f"image is {width}x{height} = {width * height} pixels, above the limit of {max_pixels} "
+            f"{kind or 'image'} is {width}x{height} = {width * height} pixels, above the limit of {max_pixels} "
             "(possible decompression bomb; raise `max_pixels` in the data config if this is intended)",
         )
     return img
@@ -134,6 +139,30 @@ def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.
     finally:
         img.close()
     return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
+
+
+def read_label_mask(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
+    """Decode a label mask into an (H, W) int64 tensor of class ids.
+
+    Accepts grayscale (``L``, 16-bit ``I;16``/``I``), bilevel (``1``) and palette (``P``) images,
+    whose pixel values are the class ids, and RGB files whose three channels are equal. Colour
+    masks are rejected: their colours would need a palette to become class ids.
+    """
+    path = Path(path)
+    with _open_checked(path, max_pixels, kind="mask") as img:
+        if img.mode not in ("1", "L", "P", "I;16", "I;16B", "I;16L", "I", "RGB"):
+            raise ImageReadError(path, f"mask must be a single-channel index or palette image, got mode {img.mode}")
+        try:
+            labels = np.array(img, dtype=np.int64)
+        except (OSError, SyntaxError, ValueError) as err:
+            raise ImageReadError(path, f"corrupt or truncated mask data ({err})") from None
+    if labels.ndim == 3:
+        if not ((labels[:, :, 0] == labels[:, :, 1]).all() and (labels[:, :, 0] == labels[:, :, 2]).all()):
+            raise ImageReadError(
+                path, "mask is a colour image; save it as an index (grayscale) or palette PNG holding class ids"
+            )
+        labels = labels[:, :, 0]
+    return torch.from_numpy(labels)
 
 
 def to_rgb_array(img: Image.Image) -> np.ndarray:

@@ -5,8 +5,8 @@ Batches are ``{"image": (N, 3, H, W), "mask": (N, 1, H, W)}`` (predict adds ``ou
 Sources, all decoded by :mod:`datamodules.image_io` (bad files raise an error naming them):
 
 * the embedded default (no folder set): the scikit-image photos with the fixed split of the
-  super-resolution task (:data:`~datamodules.super_resolution.EMBEDDED_TRAIN` /
-  :data:`~datamodules.super_resolution.EMBEDDED_VAL`);
+  super-resolution task (:data:`~datamodules.embedded.EMBEDDED_TRAIN` /
+  :data:`~datamodules.embedded.EMBEDDED_VAL`);
 * any folders of images (``train_dir``, ``val_dir``, ``test_dir``), e.g. CelebA-HQ 256;
 * Places365-Standard, 256x256 (``places365_root``), through ``torchvision.datasets.Places365``
   (``download: true`` fetches it, about 26 GB).
@@ -32,10 +32,10 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import datasets
 from torchvision.transforms import v2
 
+from datamodules.embedded import EMBEDDED_TRAIN, EMBEDDED_VAL
 from datamodules.image_io import DEFAULT_MAX_PIXELS, ImageReadError, image_size, list_images, predict_inputs, read_image
 from datamodules.loaders import make_loader
-from datamodules.masks import MaskGenerator, read_mask
-from datamodules.super_resolution import EMBEDDED_TRAIN, EMBEDDED_VAL
+from datamodules.masks import MaskGenerator, read_hole_mask
 
 PLACES365_TRAIN, PLACES365_VAL = "train-standard", "val"
 
@@ -132,7 +132,7 @@ def matching_mask(image: Path, image_root: Path, masks: dict[str, Path], mask_di
 
 def load_pair(image_path: Path, mask_path: Path, max_pixels: int) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 image and binary mask of the same size; an error naming both files otherwise."""
-    image, mask = read_image(image_path, max_pixels), read_mask(mask_path, max_pixels)
+    image, mask = read_image(image_path, max_pixels), read_hole_mask(mask_path, max_pixels)
     if image.shape[1:] != mask.shape[1:]:
         raise ImageReadError(
             mask_path, f"mask is {mask.shape[2]}x{mask.shape[1]} but its image {image_path} is "

@@ -45,7 +45,7 @@ def binarize(image: torch.Tensor) -> torch.Tensor:
     return (gray > MASK_THRESHOLD).float()
 
 
-def read_mask(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
+def read_hole_mask(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
     """Read a mask file as float32 (1, H, W) with 1 = hole (thresholded at 0.5, see :func:`binarize`)."""
     return binarize(read_image(path, max_pixels))
 
@@ -285,7 +285,7 @@ class FileMasks(MaskGenerator):
 
     def draw(self, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
         path = self.files[int(rng.integers(len(self.files)))]
-        mask = read_mask(path, self.max_pixels)
+        mask = read_hole_mask(path, self.max_pixels)
         if mask.shape[1:] != (height, width):
             mask = F.interpolate(mask.unsqueeze(0), size=(height, width), mode="nearest")[0]
         mask = mask[0].numpy() > 0.5

@@ -8,9 +8,9 @@ are padded to the largest in the batch (image with 0, mask with ``ignore_index``
 never counts in the loss or the metrics.
 
 Masks are single-channel PNGs holding one class id per pixel (grayscale "index" PNGs or palette
-PNGs such as VOC's); ``ignore_index`` (255) marks pixels to skip. A mask with labels outside the
-class range, a mask whose size differs from its image, and a missing mask raise an error that
-names the file (and the labels).
+PNGs such as VOC's, read by :func:`datamodules.image_io.read_label_mask`); ``ignore_index`` (255)
+marks pixels to skip. A mask with labels outside the class range, a mask whose size differs from
+its image, and a missing mask raise an error that names the file (and the labels).
 """
 
 from __future__ import annotations
@@ -21,17 +21,15 @@ from functools import partial
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningDataModule
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 from torchvision.datasets import OxfordIIITPet, VOCSegmentation
 from torchvision.transforms import v2
 
-from datamodules.image_io import DEFAULT_MAX_PIXELS, ImageReadError, list_images, predict_inputs, read_image
+from datamodules.image_io import DEFAULT_MAX_PIXELS, ImageReadError, list_images, predict_inputs, read_image, read_label_mask
 from datamodules.loaders import make_loader
 
 VOC_CLASSES = (
@@ -44,40 +42,6 @@ PET_LABEL_MAPS = {
     "trimap": {1: 1, 2: 0, 3: 2},
 }
 PET_CLASSES = {"binary": ["background", "pet"], "trimap": ["background", "pet", "border"]}
-
-
-def read_mask(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
-    """Decode a label mask into an (H, W) int64 tensor of class ids.
-
-    Accepts grayscale (``L``, 16-bit ``I;16``/``I``), bilevel (``1``) and palette (``P``) images,
-    whose pixel values are the class ids, and RGB files whose three channels are equal. Colour
-    masks are rejected: their colours would need a palette to become class ids.
-    """
-    path = Path(path)
-    try:
-        img = Image.open(path)
-    except FileNotFoundError:
-        raise
-    except UnidentifiedImageError:
-        raise ImageReadError(path, "mask is not an image file, or an unsupported format") from None
-    except OSError as err:
-        raise ImageReadError(path, f"cannot open mask ({err})") from None
-    with img:
-        if img.size[0] * img.size[1] > max_pixels:
-            raise ImageReadError(path, f"mask is {img.size[0]}x{img.size[1]} pixels, above the limit of {max_pixels}")
-        if img.mode not in ("1", "L", "P", "I;16", "I;16B", "I;16L", "I", "RGB"):
-            raise ImageReadError(path, f"mask must be a single-channel index or palette image, got mode {img.mode}")
-        try:
-            labels = np.array(img, dtype=np.int64)
-        except (OSError, SyntaxError, ValueError) as err:
-            raise ImageReadError(path, f"corrupt or truncated mask data ({err})") from None
-    if labels.ndim == 3:
-        if not ((labels[:, :, 0] == labels[:, :, 1]).all() and (labels[:, :, 0] == labels[:, :, 2]).all()):
-            raise ImageReadError(
-                path, "mask is a colour image; save it as an index (grayscale) or palette PNG holding class ids"
-            )
-        labels = labels[:, :, 0]
-    return torch.from_numpy(labels)
 
 
 def segmentation_transforms(
@@ -163,7 +127,7 @@ class SegmentationPairs(Dataset):
     def __getitem__(self, index: int) -> dict:
         image_path, mask_path = self.files[index], self.masks[index]
         image = read_image(image_path, self.max_pixels)
-        mask = read_mask(mask_path, self.max_pixels)
+        mask = read_label_mask(mask_path, self.max_pixels)
         if mask.shape != image.shape[-2:]:
             raise ImageReadError(
                 mask_path,

@@ -5,7 +5,8 @@ Everything comes from files that ship inside installed packages:
 * digits: scikit-learn ``load_digits()`` (1797 handwritten digits, 8x8, 17 gray levels), split
   by position into disjoint pools, so validation and test scenes show handwriting that
   training never saw: train = first 70 %, val = next 15 %, test = last 15 %;
-* backgrounds: scikit-image ``skimage/data`` pictures (textures brick, grass, gravel; photos
+* backgrounds: scikit-image ``skimage/data`` pictures
+  (:data:`datamodules.embedded.SEGMENTATION_BACKGROUNDS`: textures brick, grass, gravel; photos
   coffee, astronaut, rocket, motorcycle_left, hubble_deep_field, ihc, camera, moon), read with
   :func:`datamodules.image_io.read_image`. Training scenes crop the top 70 % of each picture's
   rows, validation and test scenes the bottom 30 %.
@@ -33,23 +34,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
-import skimage.data
 import torch
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
+from datamodules.embedded import SEGMENTATION_BACKGROUNDS
 from datamodules.image_io import read_image
 from datamodules.segmentation import SegmentationDataModule
 
-BACKGROUND_FILES = (
-    "brick.png", "grass.png", "gravel.png", "coffee.png", "astronaut.png", "rocket.jpg",
-    "motorcycle_left.png", "hubble_deep_field.jpg", "ihc.png", "camera.png", "moon.png",
-)
 #: (first, last) fraction of the digit pool and of each background's rows used by each split.
 DIGIT_POOLS = {"train": (0.0, 0.7), "val": (0.7, 0.85), "test": (0.85, 1.0)}
 BACKGROUND_ROWS = {"train": (0.0, 0.7), "val": (0.7, 1.0), "test": (0.7, 1.0)}
@@ -59,8 +55,7 @@ LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 @lru_cache(maxsize=1)
 def _backgrounds() -> tuple[np.ndarray, ...]:
-    folder = Path(skimage.data.__file__).parent
-    return tuple(read_image(folder / name).permute(1, 2, 0).numpy().astype(np.float32) / 255.0 for name in BACKGROUND_FILES)
+    return tuple(read_image(path).permute(1, 2, 0).numpy().astype(np.float32) / 255.0 for path in SEGMENTATION_BACKGROUNDS)
 
 
 def _resize(array: np.ndarray, size: int) -> np.ndarray:

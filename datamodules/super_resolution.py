@@ -4,8 +4,8 @@ Sources, all through :mod:`datamodules.image_io` (grayscale, RGBA and 16-bit fil
 converted to 8-bit RGB; corrupt or non-image files are reported by name):
 
 * the embedded default (``train_dir``/``val_dir`` unset): natural photos and textures that
-  ship with scikit-image and scikit-learn, with the fixed split :data:`EMBEDDED_TRAIN` /
-  :data:`EMBEDDED_VAL` (no image in both);
+  ship with scikit-image and scikit-learn, with the fixed split of :mod:`datamodules.embedded`
+  (no image in both);
 * any folder of HR images (e.g. DIV2K): random aligned crops, flips and 90-degree rotations;
 * benchmark folders (Set5/Set14/BSD100/Urban100 style): HR images only, or HR plus an LR
   folder with the same file stems (``val_lr_dir``/``test_lr_dir``).
@@ -21,30 +21,14 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-import skimage
-import sklearn.datasets
 import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules.embedded import EMBEDDED_TRAIN, EMBEDDED_VAL
 from datamodules.image_io import DEFAULT_MAX_PIXELS, ImageReadError, image_size, list_images, predict_inputs, read_image
 from datamodules.loaders import make_loader
 from datamodules.matlab_resize import imresize
-
-SKIMAGE_DATA = Path(skimage.__file__).parent / "data"
-SKLEARN_IMAGES = Path(sklearn.datasets.__file__).parent / "images"
-#: Embedded training photos and textures: scikit-image's (grayscale ones converted to RGB) and
-#: the two colour photos that ship with scikit-learn (``load_sample_images``).
-EMBEDDED_TRAIN = (
-    *(SKIMAGE_DATA / name for name in (
-        "astronaut.png", "motorcycle_left.png", "motorcycle_right.png", "hubble_deep_field.jpg",
-        "ihc.png", "retina.jpg", "brick.png", "grass.png", "gravel.png", "camera.png",
-        "coins.png", "moon.png", "cell.png",
-    )),
-    SKLEARN_IMAGES / "china.jpg", SKLEARN_IMAGES / "flower.jpg",
-)
-#: Embedded validation photos (scikit-image), never used for training.
-EMBEDDED_VAL = tuple(SKIMAGE_DATA / name for name in ("chelsea.png", "coffee.png", "rocket.jpg"))
 
 
 def make_lr(hr: torch.Tensor, scale: int) -> torch.Tensor:

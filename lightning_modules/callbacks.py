@@ -1,4 +1,4 @@
-"""Callbacks and logging helpers shared by every task."""
+"""Callbacks shared by every task: checkpoints, predict files, progress, seeding, network options."""
 
 from __future__ import annotations
 
@@ -9,11 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torchvision
 from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint, RichProgressBar
-from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from PIL import Image
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
@@ -21,17 +19,6 @@ from torchmetrics import Metric, MetricCollection
 
 from datamodules.image_io import save_image
 from lightning_modules.checks import non_finite_tensors
-
-def run_dir(trainer: Trainer) -> Path:
-    """The folder of this run, ``<save_dir>/<name>/<version>``, whose ``checkpoints/`` Lightning fills.
-
-    Unlike ``trainer.log_dir`` this is per run for every logger, W&B included.
-    """
-    if not trainer.loggers:
-        return Path(trainer.default_root_dir)
-    logger = trainer.loggers[0]
-    version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
-    return Path(logger.save_dir or trainer.default_root_dir) / str(logger.name) / version
 
 
 class RunCheckpoint(ModelCheckpoint):
@@ -286,23 +273,3 @@ def networks(module: nn.Module) -> list[nn.Module]:
         if any(id(p) not in in_metrics for p in child.parameters()):
             found.append(child)
     return found
-
-
-def log_image_grid(module: LightningModule, key: str, images: torch.Tensor, nrow: int = 8) -> None:
-    """Log a grid of (N, 3, H, W) images in [0, 1] to every active logger, from rank 0 only.
-
-    W&B gets ``log_image``, TensorBoard ``add_image``; loggers without image support (CSV)
-    get a PNG in ``<log_dir>/images/``.
-    """
-    trainer = module.trainer
-    if not trainer.is_global_zero or trainer.sanity_checking:
-        return
-    grid = torchvision.utils.make_grid(images.detach().float().clamp(0, 1).cpu(), nrow=nrow, padding=2)
-    step = trainer.global_step
-    for logger in trainer.loggers:
-        if isinstance(logger, WandbLogger):
-            logger.log_image(key=key, images=[grid], step=step)
-        elif isinstance(logger, TensorBoardLogger):
-            logger.experiment.add_image(key, grid, global_step=step)
-        elif logger.log_dir is not None:
-            save_image(grid, Path(logger.log_dir) / "images" / f"{key.replace('/', '_')}_step{step:07d}.png")

@@ -1,41 +1,29 @@
 """ESRGAN, the GAN stage of super-resolution: a PSNR-stage generator fine-tuned adversarially.
 
 Training is :class:`~lightning_modules.adversarial.AdversarialModule`'s (D step then G step,
-relativistic average loss, generator EMA); evaluation, tiled inference and predict are
-:class:`~lightning_modules.super_resolution.SuperResolutionEvaluation`'s, run with the EMA
-generator. This module adds the ESRGAN generator losses (pixel L1 + VGG19 perceptual), the
+relativistic average loss, generator EMA); evaluation and tiled inference are those of the PSNR
+stage (the :class:`~lightning_modules.super_resolution.SuperResolutionEvaluation` it holds), run
+with the EMA generator. This module adds the ESRGAN generator losses (pixel L1 + VGG19 perceptual), the
 initialisation from the PSNR stage and LPIPS.
 """
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
-import torchvision
-from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from torch import Tensor, nn
-from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
 
 from lightning_modules.adversarial import AdversarialModule
+from lightning_modules.evaluation import Summary
 from lightning_modules.gan_losses import GANLoss
 from lightning_modules.perceptual import PerceptualLoss
-from lightning_modules.sr_metrics import METRIC_NAMES, SuperResolutionMetrics
 from lightning_modules.super_resolution import SuperResolutionEvaluation
-from lightning_modules.tiling import tiled_forward
-
-#: torchvision ImageNet weights that torchmetrics' LPIPS backbones download.
-LPIPS_BACKBONE_WEIGHTS = {
-    "alex": torchvision.models.AlexNet_Weights.IMAGENET1K_V1,
-    "vgg": torchvision.models.VGG16_Weights.IMAGENET1K_V1,
-    "squeeze": torchvision.models.SqueezeNet1_1_Weights.IMAGENET1K_V1,
-}
 
 
-class ESRGANModule(AdversarialModule, SuperResolutionEvaluation):
+class ESRGANModule(AdversarialModule):
     """ESRGAN fine-tuning: ``pixel_weight * L1 + perceptual + adversarial_weight * RaGAN`` for G.
 
     Validation, test and predict use the EMA generator (``eval_generator()``); the raw
@@ -52,15 +40,12 @@ class ESRGANModule(AdversarialModule, SuperResolutionEvaluation):
             them), a BasicSR file (``params_ema``, else ``params``) or a plain state dict. Loaded
             when a run starts, unless the run restores a checkpoint (resume, validate, predict).
         pixel_weight: weight of the L1 loss between the output and the HR image (ESRGAN: 1e-2).
-        perceptual_loss: VGG19 perceptual loss with its own weight (ESRGAN: conv5_4 before
+        perceptual: VGG19 perceptual loss with its own weight (ESRGAN: conv5_4 before
             activation, L1, weight 1.0); ``null`` leaves it out (same as weight 0, and needs no
             VGG weights).
         loss / adversarial_weight: adversarial loss and its weight (ESRGAN: ``ragan``, 5e-3).
-        lpips: LPIPS (torchmetrics) of model, bicubic and raw generator at validation and test.
-            Its backbone needs torchvision's ImageNet weights (downloaded, or already in torch's
-            cache): ``required`` stops at start-up when they cannot be loaded, ``optional`` warns and
-            skips the metric, ``disabled`` never computes it.
-        lpips_net: LPIPS backbone (``alex`` is the usual choice for reporting).
+        lpips / lpips_net: LPIPS (torchmetrics) of model, bicubic and raw generator at validation
+            and test, see :class:`~lightning_modules.super_resolution.SuperResolutionEvaluation`.
         evaluate_raw_generator: also evaluate the raw (non-EMA) generator (``val/raw_psnr_y`` ...).
         tile_size / tile_overlap: tiled inference for validation, test and predict (0 = whole image).
     """
@@ -72,7 +57,7 @@ class ESRGANModule(AdversarialModule, SuperResolutionEvaluation):
         scale: int = 4,
         pretrained_generator: str | None = None,
         pixel_weight: float = 1e-2,
-        perceptual_loss: PerceptualLoss | None = None,
+        perceptual: PerceptualLoss | None = None,
         loss: GANLoss = "ragan",
         adversarial_weight: float = 5e-3,
         lpips: Literal["disabled", "optional", "required"] = "disabled",
@@ -87,16 +72,13 @@ class ESRGANModule(AdversarialModule, SuperResolutionEvaluation):
         super().__init__(
             generator=generator, discriminator=discriminator, loss=loss, adversarial_weight=adversarial_weight, **kwargs
         )
-        self.scale, self.tile_size, self.tile_overlap = scale, tile_size, tile_overlap
+        self.scale = scale
         self.pretrained_generator = pretrained_generator
         self.pixel_weight = pixel_weight
-        self.perceptual_loss = perceptual_loss
+        self.perceptual = perceptual
         self.evaluate_raw_generator = evaluate_raw_generator and self.generator_ema is not None
-        self._init_metrics()
-        if self.evaluate_raw_generator:
-            for stage in ("val", "test"):
-                self.metrics[f"{stage}_raw"] = SuperResolutionMetrics(crop_border=scale)
-        self.lpips = _lpips_metrics(lpips, lpips_net, ["model", "bicubic"] + ["raw"] * self.evaluate_raw_generator)
+        variants = ("model", "raw") if self.evaluate_raw_generator else ("model",)
+        self.evaluation = SuperResolutionEvaluation(scale, tile_size, tile_overlap, variants, lpips, lpips_net)
         self._generator_ready = pretrained_generator is None
 
     # ----------------------------------------------------------------- GAN hooks
@@ -108,8 +90,8 @@ class ESRGANModule(AdversarialModule, SuperResolutionEvaluation):
 
     def extra_generator_losses(self, fake: Tensor, batch: dict) -> dict[str, Tensor]:
         terms = {"pixel": self.pixel_weight * F.l1_loss(fake, batch["hr"])}
-        if self.perceptual_loss is not None:
-            terms["perceptual"] = self.perceptual_loss(fake, batch["hr"])
+        if self.perceptual is not None:
+            terms["perceptual"] = self.perceptual(fake, batch["hr"])
         return terms
 
     # ----------------------------------------------------------------- PSNR-stage initialisation
@@ -138,82 +120,30 @@ class ESRGANModule(AdversarialModule, SuperResolutionEvaluation):
         self._load_pretrained_generator()
 
     # ----------------------------------------------------------------- evaluation
-    @torch.no_grad()
-    def upscale_raw(self, lr: Tensor) -> Tensor:
-        """Like :meth:`upscale`, with the raw (non-EMA) generator."""
-        return tiled_forward(self.generator, lr, self.scale, self.tile_size, self.tile_overlap).clamp(0, 1)
+    def upscale(self, lr: Tensor) -> Tensor:
+        return self.evaluation.upscale(self.eval_generator(), lr)
 
-    def _eval_step(self, batch: dict, batch_idx: int, stage: str) -> tuple[Tensor, Tensor]:
-        sr, bicubic = super()._eval_step(batch, batch_idx, stage)
-        outputs = {"model": sr, "bicubic": bicubic}
-        if self.evaluate_raw_generator:
-            outputs["raw"] = self.upscale_raw(batch["lr"])
-            self.metrics[f"{stage}_raw"].update(outputs["raw"], batch["hr"])
-        if self.lpips is not None:
-            for kind, metric in self.lpips.items():
-                metric.update(outputs[kind], batch["hr"])
-        return sr, bicubic
+    def _generators(self) -> dict[str, nn.Module]:
+        """The evaluated variants: the EMA generator, and the raw one when it is evaluated too."""
+        return {"model": self.eval_generator()} | ({"raw": self.generator} if self.evaluate_raw_generator else {})
 
-    def _log_eval(self, stage: str) -> None:
-        values = {}
-        if self.evaluate_raw_generator:
-            raw = self.metrics[f"{stage}_raw"].compute()
-            values |= {f"{stage}/raw_{name}": raw[name] for name in METRIC_NAMES}
-            self.metrics[f"{stage}_raw"].reset()
-        if self.lpips is not None:
-            for kind, metric in self.lpips.items():
-                values[f"{stage}/{'' if kind == 'model' else kind + '_'}lpips"] = metric.compute()
-                metric.reset()
-        self.log_dict(values, sync_dist=False)  # already reduced across ranks by the metrics
-        super()._log_eval(stage)
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self.evaluation.update(self, batch, batch_idx, "val", self._generators())
 
-    def on_fit_end(self) -> None:
-        super().on_fit_end()
-        self._print_gan_summary()
+    def on_validation_epoch_end(self) -> None:
+        self.evaluation.log(self, "val")
 
-    @rank_zero_only
-    def _print_gan_summary(self) -> None:
-        metrics = self.trainer.callback_metrics
-        for name, label in (("val/raw_psnr_y", "raw generator psnr_y"), ("val/lpips", "lpips (EMA)")):
-            if name in metrics:
-                print(f"  {label}: {metrics[name].item():.4f}")
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self.evaluation.update(self, batch, batch_idx, "test", self._generators())
 
+    def on_test_epoch_end(self) -> None:
+        self.evaluation.log(self, "test")
 
-def _lpips_metrics(mode: str, net: str, kinds: list[str]) -> nn.ModuleDict | None:
-    """One LPIPS metric on [0, 1] images per kind of output, or ``None`` (disabled, or optional without weights)."""
-    if mode == "disabled":
-        return None
-    try:
-        metric = LearnedPerceptualImagePatchSimilarity(net_type=net, normalize=True)
-    except (OSError, RuntimeError) as err:  # download refused (offline) or a damaged cached file
-        weights = LPIPS_BACKBONE_WEIGHTS[net]
-        cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
-        message = (
-            f"LPIPS ({net}) needs torchvision's ImageNet backbone weights, which could not be loaded "
-            f"({type(err).__name__}: {err}). Put {weights.url} at {cache}, or run once with network access; "
-            "or set model.init_args.lpips to 'optional' (skip LPIPS with a warning) or 'disabled'."
-        )
-        if mode == "required":
-            raise RuntimeError(message) from err
-        rank_zero_warn(message + " LPIPS is skipped (model.init_args.lpips=optional).")
-        return None
-    metrics = nn.ModuleDict({kind: copy.deepcopy(metric) for kind in kinds})
-    # Fixed published networks: kept out of checkpoints, so that a checkpoint loads whether or
-    # not LPIPS is on.
-    metrics.register_state_dict_post_hook(_drop_entries)
-    metrics.register_load_state_dict_pre_hook(_keep_current_entries)
-    return metrics
+    def predict_step(self, batch: dict, batch_idx: int) -> list[tuple[str, Tensor]]:
+        return list(zip(batch["output_name"], self.upscale(batch["lr"])))
 
-
-def _drop_entries(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
-    for key in [key for key in state_dict if key.startswith(prefix)]:
-        del state_dict[key]
-
-
-def _keep_current_entries(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
-    for name, child in module.named_children():
-        for key, value in child.state_dict(prefix=f"{prefix}{name}.").items():
-            state_dict.setdefault(key, value)
+    def evaluation_summary(self) -> Summary:
+        return self.evaluation.summary(self.eval_generator(), self.device)
 
 
 def load_generator_weights(generator: nn.Module, path: str) -> None:

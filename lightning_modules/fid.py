@@ -11,26 +11,30 @@ metric states, so they are saved in checkpoints and a resumed run does not recom
 The frozen feature extractor itself is *not* saved in checkpoints (it is rebuilt from the
 config). A module turns FID off by leaving its ``fid`` argument ``null``.
 
-Usage in a LightningModule (every rank runs the same calls; torchmetrics syncs the states)::
+A LightningModule holds one as ``self.fid`` (``keep_fid_optional(self)`` in its ``__init__``) and
+asks it for nothing but images; every rank makes the same calls, torchmetrics syncs the states::
 
-    # validation_step, skipped while trainer.sanity_checking:
-    if not self.fid.has_real_features:
-        self.fid.update(batch["image"][: self.fid.remaining(real=True)], real=True)
+    # validation_step:
+    self.fid.add_real(self, batch["image"])
     # on_validation_epoch_end:
-    while (n := self.fid.remaining(real=False)) > 0:
-        self.fid.update(self.sample(min(n, batch_size)), real=False)
-    self.log_dict({f"val/{k}": v for k, v in self.fid.compute().items()})
-    self.fid.reset_fake()
+    self.fid.add_samples(self, lambda n, rng: self.sample(n, rng), batch_size, seed=1000)
+    self.fid.log(self, "val/")
+
+A task whose fakes come with each batch (inpainting) calls ``add_fake`` in the step instead,
+and ``forget_real`` at the start of each evaluation when the real images change with it.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from torch import nn
+from lightning.pytorch import LightningModule
+from torch import Tensor, nn
 from torchmetrics.image.fid import FrechetInceptionDistance, NoTrainInceptionV3
 from torchmetrics.image.kid import KernelInceptionDistance
 from torchmetrics.utilities import dim_zero_cat
@@ -191,6 +195,56 @@ class GenerativeMetrics(nn.Module):
         for metric in self.metrics():
             metric.reset()
 
+    def forget_real(self) -> None:
+        """Drop the real statistics too, so that the next evaluation recomputes them."""
+        for metric in self.metrics():
+            metric.reset_real_features = True
+            metric.reset()
+            metric.reset_real_features = False
+        self.real_done.fill_(False)
+
+    def add(self, images: Tensor, real: bool, batch_size: int = 100) -> None:
+        """``update`` in batches of ``batch_size`` (a whole image set at once)."""
+        for chunk in images.split(batch_size):
+            self.update(chunk, real=real)
+
+    def score(self, images: Tensor) -> dict[str, Tensor]:
+        """The metrics of generated ``images`` against the real statistics, which stay for the next call."""
+        self.add(images, real=False)
+        results = self.compute()
+        self.reset_fake()
+        return results
+
+    # ----------------------------------------------------------------- in a LightningModule
+    def add_real(self, module: LightningModule, images: Tensor) -> None:
+        """Real images of a validation/test batch, counted until the real statistics are frozen."""
+        if not module.trainer.sanity_checking and not self.has_real_features:
+            self.update(images[: self.remaining(real=True)], real=True)
+
+    def add_fake(self, module: LightningModule, images: Tensor) -> None:
+        """Generated images of a validation/test batch, up to ``num_samples``."""
+        if not module.trainer.sanity_checking:
+            self.update(images[: self.remaining(real=False)], real=False)
+
+    def add_samples(
+        self, module: LightningModule, sample: Callable[[int, torch.Generator], Tensor], batch_size: int, seed: int
+    ) -> None:
+        """Fill the generated side with ``sample(n, rng)``: the same images at every evaluation
+        (``seed``), different on every rank."""
+        if module.trainer.sanity_checking:
+            return
+        rng = torch.Generator(module.device).manual_seed(seed + module.global_rank)
+        while (n := self.remaining(real=False)) > 0:
+            self.update(sample(min(n, batch_size), rng), real=False)
+
+    def log(self, module: LightningModule, prefix: str, suffix: str = "", prog_bar: bool = False) -> None:
+        """Log ``<prefix>fid<suffix>`` (and KID) through ``module`` and drop the generated images."""
+        if module.trainer.sanity_checking:
+            return
+        values = self.compute()
+        self.reset_fake()
+        module.log_dict({f"{prefix}{name}{suffix}": value for name, value in values.items()}, prog_bar=prog_bar)
+
     def _gather_real_on_rank_zero(self) -> None:
         """Under DDP, move every rank's real statistics to rank 0 (other ranks hold zeros).
 
@@ -220,15 +274,21 @@ def _keep_real_features_on_rank_zero(module: GenerativeMetrics, incompatible_key
             module.kid.real_features = [dim_zero_cat(module.kid.real_features)[:0]]
 
 
-def match_fid_state(state_dict: dict, fid: GenerativeMetrics | None, prefix: str = "fid.") -> None:
-    """Let a checkpoint load whether or not it was saved with FID on (call in ``on_load_checkpoint``).
+def keep_fid_optional(module: nn.Module, attribute: str = "fid") -> None:
+    """Let ``module`` load state dicts saved with or without FID (call in its ``__init__``).
 
     Saved with FID but loaded without (e.g. predict on a machine without the Inception): the
     statistics are dropped. Saved without FID but loaded with it: the fresh, empty statistics
     are kept, so the real ones are computed at the next validation.
     """
+
+    module.register_load_state_dict_pre_hook(partial(_match_fid_state, attribute=attribute))
+
+
+def _match_fid_state(owner: nn.Module, state_dict: dict, prefix: str, *args, attribute: str) -> None:
+    fid, key = getattr(owner, attribute), f"{prefix}{attribute}."
     if fid is None:
-        for key in [k for k in state_dict if k.startswith(prefix)]:
-            del state_dict[key]
-    elif not any(k.startswith(prefix) for k in state_dict):
-        state_dict.update({prefix + k: v for k, v in fid.state_dict().items()})
+        for name in [k for k in state_dict if k.startswith(key)]:
+            del state_dict[name]
+    elif not any(k.startswith(key) for k in state_dict):
+        state_dict.update({key + k: v for k, v in fid.state_dict().items()})

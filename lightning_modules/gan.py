@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from copy import deepcopy
+from functools import partial
 
 import torch
 import torchvision
@@ -10,8 +11,8 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import update_bn
 
 from lightning_modules.adversarial import AdversarialModule
-from lightning_modules.callbacks import log_image_grid
-from lightning_modules.fid import GenerativeMetrics, match_fid_state
+from lightning_modules.fid import GenerativeMetrics, keep_fid_optional
+from lightning_modules.run_logging import log_image_grid
 
 
 def slerp(a: Tensor, b: Tensor, steps: int) -> Tensor:
@@ -67,6 +68,7 @@ class GANModule(AdversarialModule):
                 raise ValueError(f"generator {type(self.generator).__name__} needs a `{attribute}` attribute")
         self.latent_dim = self.generator.latent_dim
         self.fid = fid
+        keep_fid_optional(self)  # FID may be on in one run and off in the next
         self.evaluate_raw_generator = evaluate_raw_generator
         self.sample_batch_size = sample_batch_size
         self.batch_norm_samples = batch_norm_samples
@@ -89,9 +91,6 @@ class GANModule(AdversarialModule):
                 "`channels`/`image_size` to the data's (or data.channels / data.image_size)"
             )
 
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        match_fid_state(checkpoint["state_dict"], self.fid)  # FID may be on in one run and off in the next
-
     # ----------------------------------------------------------------- sampling
     def on_train_epoch_start(self) -> None:
         # Seeded per epoch (the epoch_seed callback has just reseeded torch), so a run resumed at
@@ -107,6 +106,10 @@ class GANModule(AdversarialModule):
         """Images in [-1, 1] from the evaluation (EMA) generator, or the raw one, in batches."""
         generator = self.eval_generator(raw)
         return torch.cat([generator(z) for z in latents.split(self.sample_batch_size)])
+
+    def sample_noise(self, n: int, rng: torch.Generator | None = None, raw: bool = False) -> Tensor:
+        """``n`` images from fresh latents."""
+        return self.sample(self.noise(n, rng), raw)
 
     def eval_generator(self, raw: bool = False) -> nn.Module:
         generator = super().eval_generator(raw)
@@ -137,24 +140,16 @@ class GANModule(AdversarialModule):
 
     # ----------------------------------------------------------------- validation
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        # Real statistics are computed once, at the first validation after the sanity check.
-        if self.fid is not None and not self.trainer.sanity_checking and not self.fid.has_real_features:
-            self.fid.update(batch["image"][: self.fid.remaining(real=True)], real=True)
+        if self.fid is not None:
+            self.fid.add_real(self, batch["image"])  # once, at the first validation after the sanity check
 
     def on_validation_epoch_end(self) -> None:
         variants = [("", False)] + ([("_raw", True)] if self.evaluate_raw_generator else [])
         for suffix, raw in variants:
             log_image_grid(self, f"val/samples{suffix}", self.sample(self.grid_noise, raw).add(1).div(2))
-            if self.fid is None or self.trainer.sanity_checking:
-                continue
-            # The same latents at every validation, different on every rank.
-            rng = torch.Generator(self.device).manual_seed(10_000 + self.global_rank)
-            while (n := self.fid.remaining(real=False)) > 0:
-                self.fid.update(self.sample(self.noise(min(n, self.sample_batch_size), rng), raw), real=False)
-            values = self.fid.compute()
-            self.fid.reset_fake()
-            values = {f"val/{name}{suffix}": value for name, value in values.items()}
-            self.log_dict(values, prog_bar=not suffix, sync_dist=True)
+            if self.fid is not None:
+                self.fid.add_samples(self, partial(self.sample_noise, raw=raw), self.sample_batch_size, seed=10_000)
+                self.fid.log(self, "val/", suffix, prog_bar=not suffix)
 
     # ----------------------------------------------------------------- predict
     def on_predict_start(self) -> None:

@@ -16,16 +16,14 @@ evaluation set (both recomputed at every validation and test).
 
 from __future__ import annotations
 
-
 import torch
-from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor, nn
 from torchmetrics import Metric
 
-from datamodules.image_io import save_image
 from lightning_modules.adversarial import AdversarialModule
-from lightning_modules.callbacks import log_image_grid, run_dir
-from lightning_modules.fid import GenerativeMetrics, match_fid_state
+from lightning_modules.evaluation import Summary
+from lightning_modules.fid import GenerativeMetrics, keep_fid_optional
+from lightning_modules.run_logging import log_image_grid
 from lightning_modules.perceptual import PerceptualLoss
 from lightning_modules.sr_metrics import SuperResolutionMetrics
 
@@ -126,6 +124,7 @@ class InpaintingModule(AdversarialModule):
         self.hole_l1_weight, self.valid_l1_weight = hole_l1_weight, valid_l1_weight
         self.perceptual = perceptual
         self.fid = fid
+        keep_fid_optional(self)
         self.num_grid_images = num_grid_images
         self.metrics = nn.ModuleDict({"val": InpaintingMetrics(), "test": InpaintingMetrics()})
         self._grid: list[Tensor] = []
@@ -165,10 +164,9 @@ class InpaintingModule(AdversarialModule):
         image, mask = batch["image"], batch["mask"]
         output = self.inpaint(image, mask)
         self.metrics[stage].update(output, image, mask)
-        if self.fid is not None and not self.trainer.sanity_checking:
-            if not self.fid.has_real_features:
-                self.fid.update(image[: self.fid.remaining(real=True)] * 2 - 1, real=True)
-            self.fid.update(output[: self.fid.remaining(real=False)] * 2 - 1, real=False)
+        if self.fid is not None:
+            self.fid.add_real(self, image * 2 - 1)
+            self.fid.add_fake(self, output * 2 - 1)
         if stage == "val" and len(self._grid) < self.num_grid_images:
             take = self.num_grid_images - len(self._grid)
             for triple in zip(show_holes(image, mask)[:take], output[:take], image[:take]):
@@ -177,30 +175,24 @@ class InpaintingModule(AdversarialModule):
     def _log_eval(self, stage: str) -> None:
         values = {f"{stage}/{name}": value for name, value in self.metrics[stage].compute().items()}
         self.metrics[stage].reset()
-        if self.fid is not None and not self.trainer.sanity_checking:
-            values[f"{stage}/fid"] = self.fid.compute()["fid"]
-            self.fid.reset_fake()
         self.log_dict(values, sync_dist=False, prog_bar=stage == "val")  # metrics are already synced
+        if self.fid is not None:
+            self.fid.log(self, f"{stage}/", prog_bar=stage == "val")
         if self._grid:
             log_image_grid(self, f"{stage}/masked_output_truth", torch.cat(self._grid), nrow=3)
         self._grid = []
 
-    def _reset_fid(self) -> None:
-        """Forget the real statistics too: they are recomputed from this evaluation's ground truth,
-        so FID stays right when validate/test run on other images than the training run did."""
-        if self.fid is None:
-            return
-        for metric in self.fid.metrics():
-            metric.reset_real_features = True
-            metric.reset()
-            metric.reset_real_features = False
-        self.fid.real_done.fill_(False)
+    def _forget_real(self) -> None:
+        """The real statistics are recomputed from each evaluation's ground truth, so FID stays
+        right when validate/test run on other images than the training run did."""
+        if self.fid is not None:
+            self.fid.forget_real()
 
     def on_validation_epoch_start(self) -> None:
-        self._reset_fid()
+        self._forget_real()
 
     def on_test_epoch_start(self) -> None:
-        self._reset_fid()
+        self._forget_real()
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._eval_step(batch, "val")
@@ -218,28 +210,12 @@ class InpaintingModule(AdversarialModule):
         """The composited output of every image, as ``<name>.png`` (known pixels unchanged)."""
         return list(zip(batch["output_name"], self.inpaint(batch["image"], batch["mask"]).cpu()))
 
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        match_fid_state(checkpoint["state_dict"], self.fid)
+    def evaluation_summary(self) -> Summary:
+        def example(sample: dict) -> tuple[str, Tensor]:
+            image, mask = sample["image"].unsqueeze(0).to(self.device), sample["mask"].unsqueeze(0).to(self.device)
+            return "inpainted_example.png", torch.cat([show_holes(image, mask), self.inpaint(image, mask), image], dim=3)[0]
 
-    def on_fit_end(self) -> None:
-        self._print_summary()
-
-    @rank_zero_only
-    def _print_summary(self) -> None:
-        """After training: the last validation metrics, and one inpainted example on disk."""
-        metrics = self.trainer.callback_metrics
-        if "val/masked_l1" not in metrics:
-            return
-        names = [name for name in (*METRIC_NAMES, "fid") if f"val/{name}" in metrics]
-        print("\nValidation (composited output; masked_l1 = hole MAE x 100 on [0, 1]):")
-        for name in names:
-            print(f"  {name:<10}{metrics[f'val/{name}'].item():>10.4f}")
-        datamodule = self.trainer.datamodule
-        if datamodule is None or not hasattr(datamodule, "val_set"):
-            return
-        example = datamodule.val_set[0]
-        image, mask = example["image"].unsqueeze(0).to(self.device), example["mask"].unsqueeze(0).to(self.device)
-        grid = torch.cat([show_holes(image, mask), self.inpaint(image, mask), image], dim=3)[0]
-        # run_dir, not trainer.log_dir: the latter broadcasts, and only rank 0 runs this.
-        path = save_image(grid, run_dir(self.trainer) / "inpainted_example.png")
-        print(f"Example (masked input | output | ground truth) written to {path.resolve()}")
+        return Summary(
+            "Validation (composited output; masked_l1 = hole MAE x 100 on [0, 1])", rows=(*METRIC_NAMES, "fid"),
+            example=example, example_caption="Example (masked input | output | ground truth)",
+        )

@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import OptimizerCallable
-from lightning.pytorch.utilities import rank_zero_only
 from PIL import Image
 from torch import nn
 from torch.optim.lr_scheduler import PolynomialLR
@@ -22,7 +21,8 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
 from lightning_modules.checks import checked_sum
-from lightning_modules.callbacks import log_image_grid
+from lightning_modules.evaluation import Summary
+from lightning_modules.run_logging import log_image_grid
 
 
 def segmentation_palette() -> torch.Tensor:
@@ -192,18 +192,11 @@ class SegmentationModule(LightningModule):
     def on_validation_epoch_end(self) -> None:
         self._log_metrics(self.val_metrics)
 
-    def on_fit_end(self) -> None:
-        self._print_summary()
-
-    @rank_zero_only
-    def _print_summary(self) -> None:
-        """After training: the last validation mIoU, pixel accuracy and the IoU of every class."""
-        metrics = self.trainer.callback_metrics
-        if "val/miou" not in metrics:
-            return
-        print(f"\nValidation: mIoU {metrics['val/miou'].item():.4f}, pixel accuracy {metrics['val/pixel_acc'].item():.4f}")
-        for name in self.class_names:
-            print(f"  IoU {name:<16}{metrics[f'val/iou_{name}'].item():>8.4f}")
+    def evaluation_summary(self) -> Summary:
+        return Summary(
+            f"Validation (IoU per class; ignore_index {self.ignore_index} pixels left out)",
+            rows=("miou", "pixel_acc", *(f"iou_{name}" for name in self.class_names)),
+        )
 
     def on_test_epoch_end(self) -> None:
         self._log_metrics(self.test_metrics)

@@ -1,121 +1,164 @@
 """Super-resolution, PSNR-oriented stage: a generator trained with a pixel loss.
 
-Evaluation, tiled inference and predict live in :class:`SuperResolutionEvaluation` so that
-the GAN stage (ESRGAN) evaluates and upscales exactly the same way.
+Evaluation, tiled inference and the summary live in :class:`SuperResolutionEvaluation`, an
+object that both SR modules hold, so that the GAN stage (ESRGAN) evaluates and upscales exactly
+the same way.
 """
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
+import torchvision
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.utilities import rank_zero_only
-from torch import nn
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import Tensor, nn
+from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
 
-from datamodules.image_io import save_image
 from datamodules.matlab_resize import imresize
 from lightning_modules.checks import checked_sum
-from lightning_modules.callbacks import log_image_grid, run_dir
+from lightning_modules.evaluation import Summary
+from lightning_modules.run_logging import log_image_grid
 from lightning_modules.sr_metrics import METRIC_NAMES, SuperResolutionMetrics
 from lightning_modules.tiling import tiled_forward
 
-class SuperResolutionEvaluation(LightningModule):
-    """Validation/test metrics (model and bicubic), image grids, tiled predict.
+#: torchvision ImageNet weights that torchmetrics' LPIPS backbones download.
+LPIPS_BACKBONE_WEIGHTS = {
+    "alex": torchvision.models.AlexNet_Weights.IMAGENET1K_V1,
+    "vgg": torchvision.models.VGG16_Weights.IMAGENET1K_V1,
+    "squeeze": torchvision.models.SqueezeNet1_1_Weights.IMAGENET1K_V1,
+}
 
-    Subclasses set ``self.scale``, ``self.tile_size``, ``self.tile_overlap`` and implement
-    :meth:`eval_generator` (the network used for evaluation, e.g. the EMA generator).
+
+class SuperResolutionEvaluation(nn.Module):
+    """Validation/test of SR generators against bicubic, as SR papers report them.
+
+    Each evaluated generator (``model``; ESRGAN adds ``raw``) and MATLAB bicubic get the
+    paper-protocol PSNR/SSIM (``val/<metric>``, ``val/bicubic_<metric>``, ``val/raw_<metric>``),
+    optionally LPIPS (``val/lpips``...), plus ``val/psnr_y_gain_over_bicubic`` and an image grid.
+
+    Args:
+        scale: upscaling factor; also the border cropped before measuring.
+        tile_size / tile_overlap: tiled inference (0 = whole image).
+        variants: names of the evaluated generators, the first one being the reported model.
+        lpips: LPIPS (torchmetrics); its backbone needs torchvision's ImageNet weights
+            (downloaded, or already in torch's cache): ``required`` stops at start-up when they
+            cannot be loaded, ``optional`` warns and skips the metric, ``disabled`` never computes it.
+        lpips_net: LPIPS backbone (``alex`` is the usual choice for reporting).
     """
 
-    scale: int
-    tile_size: int
-    tile_overlap: int
-
-    def _init_metrics(self) -> None:
+    def __init__(
+        self,
+        scale: int,
+        tile_size: int = 0,
+        tile_overlap: int = 16,
+        variants: tuple[str, ...] = ("model",),
+        lpips: Literal["disabled", "optional", "required"] = "disabled",
+        lpips_net: Literal["alex", "vgg", "squeeze"] = "alex",
+    ):
+        super().__init__()
+        self.scale, self.tile_size, self.tile_overlap = scale, tile_size, tile_overlap
+        self.kinds = (*variants, "bicubic")
         # Papers crop `scale` pixels from every edge before computing PSNR/SSIM.
         self.metrics = nn.ModuleDict(
-            {f"{stage}_{kind}": SuperResolutionMetrics(crop_border=self.scale)
-             for stage in ("val", "test") for kind in ("model", "bicubic")}
+            {f"{stage}_{kind}": SuperResolutionMetrics(crop_border=scale) for stage in ("val", "test") for kind in self.kinds}
         )
-
-    def eval_generator(self) -> nn.Module:
-        raise AttributeError(f"{type(self).__name__} must define eval_generator()")
+        self.lpips = _lpips_metrics(lpips, lpips_net, self.kinds)
 
     @torch.no_grad()
-    def upscale(self, lr: torch.Tensor) -> torch.Tensor:
-        """Upscale (N, 3, h, w) LR in [0, 1] with the evaluation generator, tiled if configured.
-        Returned in float32 also under bf16/fp16 autocast, so metrics and PNGs see no extra rounding."""
-        generator = self.eval_generator()
+    def upscale(self, generator: nn.Module, lr: Tensor) -> Tensor:
+        """Upscale (N, 3, h, w) LR in [0, 1] with ``generator``, tiled if configured. Returned in
+        float32 also under bf16/fp16 autocast, so metrics and PNGs see no extra rounding."""
         return tiled_forward(generator, lr, self.scale, self.tile_size, self.tile_overlap).clamp(0, 1).float()
 
-    def bicubic(self, lr: torch.Tensor) -> torch.Tensor:
+    def bicubic(self, lr: Tensor) -> Tensor:
         return imresize(lr.double(), scale=self.scale).clamp(0, 1).to(lr.dtype)
 
-    def _eval_step(self, batch: dict, batch_idx: int, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Update the metrics with one batch; returns the model's and bicubic's upscaled images."""
+    def update(self, module: LightningModule, batch: dict, batch_idx: int, stage: str, generators: dict[str, nn.Module]) -> None:
+        """Add one batch, upscaled by each of ``generators`` (one per variant) and by bicubic."""
         lr, hr = batch["lr"], batch["hr"]
-        sr, bicubic = self.upscale(lr), self.bicubic(lr)
-        self.metrics[f"{stage}_model"].update(sr, hr)
-        self.metrics[f"{stage}_bicubic"].update(bicubic, hr)
+        outputs = {kind: self.upscale(generator, lr) for kind, generator in generators.items()}
+        outputs["bicubic"] = self.bicubic(lr)
+        for kind, output in outputs.items():
+            self.metrics[f"{stage}_{kind}"].update(output, hr)
+            if self.lpips is not None:
+                self.lpips[kind].update(output, hr)
         if stage == "val" and batch_idx == 0:
             size = min(hr.shape[-2], hr.shape[-1], 192)
             top, left = (hr.shape[-2] - size) // 2, (hr.shape[-1] - size) // 2
-            crops = [img[0, :, top : top + size, left : left + size] for img in (bicubic, sr, hr)]
-            log_image_grid(self, "val/bicubic_model_gt", torch.stack(crops), nrow=3)
-        return sr, bicubic
+            crops = [img[0, :, top : top + size, left : left + size] for img in (outputs["bicubic"], outputs[self.kinds[0]], hr)]
+            log_image_grid(module, "val/bicubic_model_gt", torch.stack(crops), nrow=3)
 
-    def _log_eval(self, stage: str) -> None:
-        model = self.metrics[f"{stage}_model"].compute()
-        bicubic = self.metrics[f"{stage}_bicubic"].compute()
-        values = {f"{stage}/{name}": model[name] for name in METRIC_NAMES}
-        values |= {f"{stage}/bicubic_{name}": bicubic[name] for name in METRIC_NAMES}
-        values[f"{stage}/psnr_y_gain_over_bicubic"] = model["psnr_y"] - bicubic["psnr_y"]
-        self.log_dict(values, sync_dist=False)  # already reduced across ranks by the metric
-        self.metrics[f"{stage}_model"].reset()
-        self.metrics[f"{stage}_bicubic"].reset()
+    def log(self, module: LightningModule, stage: str) -> None:
+        values = {}
+        for kind in self.kinds:
+            prefix = f"{stage}/" if kind == self.kinds[0] else f"{stage}/{kind}_"
+            results = self.metrics[f"{stage}_{kind}"].compute()
+            self.metrics[f"{stage}_{kind}"].reset()
+            if self.lpips is not None:
+                results["lpips"] = self.lpips[kind].compute()
+                self.lpips[kind].reset()
+            values |= {f"{prefix}{name}": value for name, value in results.items()}
+        values[f"{stage}/psnr_y_gain_over_bicubic"] = values[f"{stage}/psnr_y"] - values[f"{stage}/bicubic_psnr_y"]
+        module.log_dict(values, sync_dist=False)  # already reduced across ranks by the metrics
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, batch_idx, "val")
+    def summary(self, generator: nn.Module, device: torch.device) -> Summary:
+        """Every variant and bicubic on the validation set, and ``generator``'s upscaled first photo."""
 
-    def on_validation_epoch_end(self) -> None:
-        self._log_eval("val")
+        def example(sample: dict) -> tuple[str, Tensor]:
+            sr = self.upscale(generator, sample["lr"].unsqueeze(0).to(device))[0]
+            return f"upscaled_x{self.scale}_{Path(sample['path']).stem}.png", sr
 
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, batch_idx, "test")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_eval("test")
-
-    def predict_step(self, batch: dict, batch_idx: int) -> list[tuple[str, torch.Tensor]]:
-        sr = self.upscale(batch["lr"])
-        return list(zip(batch["output_name"], sr))
-
-    def on_fit_end(self) -> None:
-        self._print_summary()
-
-    @rank_zero_only
-    def _print_summary(self) -> None:
-        """After training: model vs bicubic on the validation set, and one upscaled example on disk."""
-        metrics = self.trainer.callback_metrics
-        if "val/psnr_y" not in metrics:
-            return
-        print(f"\nValidation (x{self.scale}, Y channel with {self.scale}-px border crop, and RGB):")
-        print(f"  {'metric':<10}{'model':>10}{'bicubic':>10}")
-        for name in METRIC_NAMES:
-            print(f"  {name:<10}{metrics[f'val/{name}'].item():>10.4f}{metrics[f'val/bicubic_{name}'].item():>10.4f}")
-        datamodule = self.trainer.datamodule
-        if datamodule is None or not hasattr(datamodule, "val_set"):
-            return
-        example = datamodule.val_set[0]
-        sr = self.upscale(example["lr"].unsqueeze(0).to(self.device))[0]
-        path = save_image(sr, run_dir(self.trainer) / f"upscaled_x{self.scale}_{Path(example['path']).stem}.png")
-        print(f"Upscaled example written to {path.resolve()}")
+        columns = {kind: "val/{}" if kind == self.kinds[0] else f"val/{kind}_{{}}" for kind in self.kinds}
+        return Summary(
+            f"Validation (x{self.scale}, Y channel with {self.scale}-px border crop, and RGB)",
+            rows=(*METRIC_NAMES, "lpips"), columns=columns, example=example, example_caption="Upscaled example",
+        )
 
 
-class SuperResolutionModule(SuperResolutionEvaluation):
+def _lpips_metrics(mode: str, net: str, kinds: tuple[str, ...]) -> nn.ModuleDict | None:
+    """One LPIPS metric on [0, 1] images per kind of output, or ``None`` (disabled, or optional without weights)."""
+    if mode == "disabled":
+        return None
+    try:
+        metric = LearnedPerceptualImagePatchSimilarity(net_type=net, normalize=True)
+    except (OSError, RuntimeError) as err:  # download refused (offline) or a damaged cached file
+        weights = LPIPS_BACKBONE_WEIGHTS[net]
+        cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+        message = (
+            f"LPIPS ({net}) needs torchvision's ImageNet backbone weights, which could not be loaded "
+            f"({type(err).__name__}: {err}). Put {weights.url} at {cache}, or run once with network access; "
+            "or set model.init_args.lpips to 'optional' (skip LPIPS with a warning) or 'disabled'."
+        )
+        if mode == "required":
+            raise RuntimeError(message) from err
+        rank_zero_warn(message + " LPIPS is skipped (model.init_args.lpips=optional).")
+        return None
+    metrics = nn.ModuleDict({kind: copy.deepcopy(metric) for kind in kinds})
+    # Fixed published networks: kept out of checkpoints, so that a checkpoint loads whether or
+    # not LPIPS is on.
+    metrics.register_state_dict_post_hook(_drop_entries)
+    metrics.register_load_state_dict_pre_hook(_keep_current_entries)
+    return metrics
+
+
+def _drop_entries(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
+    for key in [key for key in state_dict if key.startswith(prefix)]:
+        del state_dict[key]
+
+
+def _keep_current_entries(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
+    for name, child in module.named_children():
+        for key, value in child.state_dict(prefix=f"{prefix}{name}.").items():
+            state_dict.setdefault(key, value)
+
+
+class SuperResolutionModule(LightningModule):
     """PSNR-oriented training (ESRGAN stage 1, EDSR, SRResNet): pixel loss on (LR, HR) pairs.
 
     Args:
@@ -139,13 +182,10 @@ class SuperResolutionModule(SuperResolutionEvaluation):
     ):
         super().__init__()
         self.generator = generator
-        self.scale, self.tile_size, self.tile_overlap = scale, tile_size, tile_overlap
+        self.scale = scale
+        self.evaluation = SuperResolutionEvaluation(scale, tile_size, tile_overlap)
         self.pixel_loss = F.l1_loss if pixel_loss == "l1" else F.mse_loss
         self.optimizer, self.lr_scheduler, self.scheduler_interval = optimizer, lr_scheduler, scheduler_interval
-        self._init_metrics()
-
-    def eval_generator(self) -> nn.Module:
-        return self.generator
 
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
         return self.generator(lr)
@@ -154,6 +194,28 @@ class SuperResolutionModule(SuperResolutionEvaluation):
         loss = checked_sum(self, {"pixel": self.pixel_loss(self(batch["lr"]), batch["hr"])})
         self.log("train/pixel_loss", loss, prog_bar=True)
         return loss
+
+    # ----------------------------------------------------------------- evaluation
+    def upscale(self, lr: Tensor) -> Tensor:
+        return self.evaluation.upscale(self.generator, lr)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self.evaluation.update(self, batch, batch_idx, "val", {"model": self.generator})
+
+    def on_validation_epoch_end(self) -> None:
+        self.evaluation.log(self, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self.evaluation.update(self, batch, batch_idx, "test", {"model": self.generator})
+
+    def on_test_epoch_end(self) -> None:
+        self.evaluation.log(self, "test")
+
+    def predict_step(self, batch: dict, batch_idx: int) -> list[tuple[str, Tensor]]:
+        return list(zip(batch["output_name"], self.upscale(batch["lr"])))
+
+    def evaluation_summary(self) -> Summary:
+        return self.evaluation.summary(self.generator, self.device)
 
     def configure_optimizers(self):
         optimizer = self.optimizer(self.generator.parameters())

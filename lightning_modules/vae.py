@@ -32,8 +32,8 @@ from torchmetrics import MeanMetric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from lightning_modules.checks import checked_sum
-from lightning_modules.callbacks import log_image_grid
-from lightning_modules.fid import GenerativeMetrics, match_fid_state
+from lightning_modules.fid import GenerativeMetrics, keep_fid_optional
+from lightning_modules.run_logging import log_image_grid
 from networks.vae import ConvVAE
 
 GRID_SAMPLES = 64
@@ -96,6 +96,7 @@ class VAEModule(LightningModule):
         self.kl_warmup_steps = kl_warmup_steps
         self.optimizer = optimizer
         self.fid = fid
+        keep_fid_optional(self)
         self.sample_batch_size = sample_batch_size
         self.predict_mode = predict_mode
         self.interpolation_steps = interpolation_steps
@@ -173,9 +174,6 @@ class VAEModule(LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.optimizer(self.parameters())
 
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        match_fid_state(checkpoint["state_dict"], self.fid)
-
     # ----- evaluation -----
     def _evaluate(self, batch: dict, stage: str) -> torch.Tensor:
         images = batch["image"]
@@ -197,19 +195,14 @@ class VAEModule(LightningModule):
         if batch_idx == 0:
             k = min(GRID_RECONSTRUCTIONS, images.shape[0])
             log_image_grid(self, "val/reconstructions", to_unit(torch.cat([images[:k], reconstructions[:k]])), nrow=k)
-        if self.fid is not None and not self.trainer.sanity_checking and not self.fid.has_real_features:
-            self.fid.update(images[: self.fid.remaining(real=True)], real=True)
+        if self.fid is not None:
+            self.fid.add_real(self, images)
 
     def on_validation_epoch_end(self) -> None:
         log_image_grid(self, "val/samples", to_unit(self.decode_images(self.grid_noise)))
-        if self.fid is None or self.trainer.sanity_checking:
-            return
-        generator = torch.Generator(device=self.device).manual_seed(1000 + self.global_rank)
-        while (n := self.fid.remaining(real=False)) > 0:
-            self.fid.update(self.sample(min(n, self.sample_batch_size), generator), real=False)
-        for name, value in self.fid.compute().items():
-            self.log(f"val/{name}", value, sync_dist=True)
-        self.fid.reset_fake()
+        if self.fid is not None:
+            self.fid.add_samples(self, self.sample, self.sample_batch_size, seed=1000)
+            self.fid.log(self, "val/")
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch, "test")

@@ -54,7 +54,14 @@ class RRDB(nn.Module):
 
 
 class RRDBNet(nn.Module):
-    """ESRGAN generator: RRDB trunk at LR resolution, then nearest-neighbour x2 + conv stages.
+    """ESRGAN generator: RRDB trunk, then two nearest-neighbour x2 + conv stages (x4 overall).
+
+    Scales 2 and 1 keep the x4 layout, as BasicSR / Real-ESRGAN do: the input is first
+    pixel-unshuffled by 4 / scale (so ``conv_first`` sees 4x or 16x the channels), which makes
+    published x2/x1 weights (e.g. RealESRGAN_x2plus) load. Pixel-unshuffle needs H and W divisible
+    by 4 / scale; other sizes are reflect-padded at the bottom/right and the output cropped back
+    to H*scale x W*scale (Real-ESRGAN's inference does the same), because SR evaluation feeds
+    whole images of any size.
 
     Args:
         in_channels: channels of the LR input.
@@ -62,7 +69,7 @@ class RRDBNet(nn.Module):
         num_feat: trunk width (64 in ESRGAN).
         num_block: number of RRDBs (23 in ESRGAN).
         grow_ch: growth channels of each dense conv (32 in ESRGAN).
-        scale: upscaling factor, 2 (one upsampling stage) or 4 (two stages, as in ESRGAN).
+        scale: upscaling factor: 4 (ESRGAN), 2 or 1 (BasicSR's pixel-unshuffle variants).
         bicubic_skip: add the bicubic-upsampled input to the output, so that the network only
             learns the detail bicubic misses (VDSR's global residual); ``conv_last`` then starts
             at zero. Small networks on short budgets start from bicubic quality instead of having
@@ -82,16 +89,16 @@ class RRDBNet(nn.Module):
         bicubic_skip: bool = False,
     ):
         super().__init__()
-        if scale not in (2, 4):
-            raise ValueError(f"RRDBNet supports scale 2 or 4, got scale={scale}")
+        if scale not in (1, 2, 4):
+            raise ValueError(f"RRDBNet supports scale 1, 2 or 4, got scale={scale}")
         self.scale = scale
+        self.unshuffle = 4 // scale  # 1 (none) at x4
         self.bicubic_skip = bicubic_skip
-        self.conv_first = nn.Conv2d(in_channels, num_feat, 3, 1, 1)
+        self.conv_first = nn.Conv2d(in_channels * self.unshuffle**2, num_feat, 3, 1, 1)
         self.body = nn.Sequential(*(RRDB(num_feat, grow_ch) for _ in range(num_block)))
         self.conv_body = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
         self.conv_up1 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
-        if scale == 4:
-            self.conv_up2 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+        self.conv_up2 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
         self.conv_hr = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
         self.conv_last = nn.Conv2d(num_feat, out_channels, 3, 1, 1)
         self.lrelu = nn.LeakyReLU(negative_slope=0.2, inplace=True)
@@ -101,12 +108,21 @@ class RRDBNet(nn.Module):
             nn.init.zeros_(self.conv_last.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        feat = self.conv_first(x)
+        height, width = x.shape[-2:]
+        feat = x
+        if self.unshuffle > 1:
+            pad_h, pad_w = -height % self.unshuffle, -width % self.unshuffle
+            if pad_h or pad_w:
+                # Reflect needs the pad to be smaller than the side; tiny inputs fall back to replicate.
+                mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+                feat = F.pad(feat, (0, pad_w, 0, pad_h), mode=mode)
+            feat = F.pixel_unshuffle(feat, self.unshuffle)
+        feat = self.conv_first(feat)
         feat = feat + self.conv_body(self.body(feat))
         feat = self.lrelu(self.conv_up1(F.interpolate(feat, scale_factor=2, mode="nearest")))
-        if self.scale == 4:
-            feat = self.lrelu(self.conv_up2(F.interpolate(feat, scale_factor=2, mode="nearest")))
+        feat = self.lrelu(self.conv_up2(F.interpolate(feat, scale_factor=2, mode="nearest")))
         out = self.conv_last(self.lrelu(self.conv_hr(feat)))
+        out = out[..., : height * self.scale, : width * self.scale]  # drop the padding, if any
         if self.bicubic_skip:
             out = out + F.interpolate(x, scale_factor=self.scale, mode="bicubic", align_corners=False)
         return out

@@ -15,8 +15,8 @@ from PIL import Image
 from torch import nn
 from torch.nn.utils import parametrize
 
+from datamodules.embedded import SKIMAGE_DATA
 from datamodules.image_io import read_image
-from datamodules.super_resolution import SKIMAGE_DATA
 from lightning_modules.esrgan import load_generator_weights
 from networks.rrdbnet import RRDBNet
 from networks.sr_discriminators import UNetDiscriminatorSN, VGGStyleDiscriminator
@@ -30,8 +30,8 @@ DATA = ["--data.init_args.patch_size=32", "--data.init_args.batch_size=2", "--da
         "--progress_bar.refresh_rate=0"]
 TINY = [*GENERATOR, *DATA, "--model.init_args.discriminator.init_args.num_feat=4",
         "--model.init_args.discriminator.init_args.input_size=32"]
-RANDOM_VGG = ["--model.init_args.perceptual_loss=lightning_modules.perceptual.PerceptualLoss",
-              "--model.init_args.perceptual_loss.init_args.pretrained=false"]
+RANDOM_VGG = ["--model.init_args.perceptual=lightning_modules.perceptual.PerceptualLoss",
+              "--model.init_args.perceptual.init_args.pretrained=false"]
 
 
 def tiny_rrdbnet() -> RRDBNet:
@@ -98,7 +98,7 @@ def test_gan_stage_starts_from_the_psnr_checkpoint_and_logs_its_metrics(gan_run,
     assert list((log_dir / "images").glob("val_bicubic_model_gt_step*.png"))
     # Neither the fixed VGG nor the LPIPS networks go into checkpoints.
     keys = torch.load(log_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"].keys()
-    assert not [k for k in keys if k.startswith(("perceptual_loss.", "lpips."))]
+    assert not [k for k in keys if k.startswith(("perceptual.", "evaluation.lpips."))]
     assert {k.split(".")[0] for k in keys} >= {"generator", "discriminator", "generator_ema"}
 
 
@@ -185,9 +185,9 @@ def test_div2k_config_without_weights_stops_at_start_naming_the_option(tmp_path,
     cli = _cli(tmp_path, "--config", config, *GENERATOR, *RANDOM_VGG[1:], "--model.init_args.lpips=optional",
                "--trainer.accelerator=cpu", "--trainer.logger=false", run=False)
     model = cli.model
-    assert model.lpips is None and model.perceptual_loss.vgg.layers == ["conv5_4"]
+    assert model.evaluation.lpips is None and model.perceptual.vgg.layers == ["conv5_4"]
     # The reference recipe: L1 1e-2, perceptual 1.0 (L1 on features), RaGAN 5e-3, Adam 1e-4 (0.9, 0.99).
-    assert (model.pixel_weight, model.perceptual_loss.weight, model.adversarial_weight) == (1e-2, 1.0, 5e-3)
+    assert (model.pixel_weight, model.perceptual.weight, model.adversarial_weight) == (1e-2, 1.0, 5e-3)
     assert model.loss_name == "ragan" and model.generator_ema is not None
     for make_optimizer, network in ((model.generator_optimizer, model.generator),
                                     (model.discriminator_optimizer, model.discriminator)):

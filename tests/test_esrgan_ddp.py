@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from datamodules.super_resolution import SKIMAGE_DATA
+from datamodules.embedded import SKIMAGE_DATA
 from networks.rrdbnet import RRDBNet
 from test_esrgan import CONFIG, TINY
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from datamodules.super_resolution import SKIMAGE_DATA
+from datamodules.embedded import SKIMAGE_DATA
 from tiny_configs import SR_TINY, TASKS
 
 SR = [TASKS["sr"][0], *SR_TINY]

@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from datamodules.embedded import EMBEDDED_TRAIN, SKIMAGE_DATA
 from datamodules.image_io import ImageReadError, read_image, save_image
 from datamodules.inpainting import InpaintingDataModule
 from datamodules.masks import FreeFormMasks, LamaMasks
-from datamodules.super_resolution import EMBEDDED_TRAIN, SKIMAGE_DATA
 from lightning_modules.inpainting import InpaintingMetrics, InpaintingModule, MaskedL1, composite, masked_l1
 from lightning_modules.perceptual import PerceptualLoss
 from networks.inpainting import GatedConv2d, GatedUNetGenerator, PatchDiscriminator, push_pull_fill

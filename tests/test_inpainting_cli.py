@@ -15,9 +15,9 @@ import torch
 from PIL import Image
 from torch import nn
 
+from datamodules.embedded import SKIMAGE_DATA
 from datamodules.image_io import ImageReadError, read_image
-from datamodules.masks import read_mask
-from datamodules.super_resolution import SKIMAGE_DATA
+from datamodules.masks import read_hole_mask
 from train import cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,7 +140,7 @@ def test_predict_fills_only_the_holes_of_each_image(trained, run_cli, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["cat.png", "cup.png"]
     for name in ("cat", "cup"):
         original, result = read_image(images / f"{name}.png"), read_image(out / f"{name}.png")
-        hole = read_mask(masks / f"{name}.png").bool().expand_as(original)
+        hole = read_hole_mask(masks / f"{name}.png").bool().expand_as(original)
         assert result.shape == original.shape
         assert torch.equal(result[~hole], original[~hole])
         assert not torch.equal(result[hole], original[hole])

@@ -18,7 +18,7 @@ from datamodules.masks import (
     MaskMixture,
     StrokeMasks,
     binarize,
-    read_mask,
+    read_hole_mask,
 )
 
 GENERATORS = {
@@ -133,7 +133,7 @@ def test_file_masks_are_thresholded_at_one_half(tmp_path):
     values = np.array([[0, 100, 127], [128, 200, 255]], dtype=np.uint8)
     Image.fromarray(values).save(tmp_path / "gray.png")
     expected = torch.tensor([[[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]])
-    assert torch.equal(read_mask(tmp_path / "gray.png"), expected)
+    assert torch.equal(read_hole_mask(tmp_path / "gray.png"), expected)
     # RGB masks use the mean of the channels: (255, 255, 0) -> 170 is a hole, (255, 0, 0) -> 85 is not.
     rgb = torch.tensor([[[255, 255]], [[255, 0]], [[0, 0]]], dtype=torch.uint8)
     assert torch.equal(binarize(rgb), torch.tensor([[[1.0, 0.0]]]))

@@ -155,7 +155,7 @@ def test_sr_ddp_matches_one_process(run_cli, run_cli_subprocess, tmp_path):
     """
     from PIL import Image
 
-    from datamodules.super_resolution import SKIMAGE_DATA
+    from datamodules.embedded import SKIMAGE_DATA
 
     val = tmp_path / "val"
     val.mkdir()

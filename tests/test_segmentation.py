@@ -12,14 +12,13 @@ import torch
 from PIL import Image
 from torchvision import tv_tensors
 
-from datamodules.image_io import ImageReadError
+from datamodules.image_io import ImageReadError, read_label_mask
 from datamodules.segmentation import (
     FolderSegmentationDataModule,
     OxfordPetSegmentationDataModule,
     SegmentationPairs,
     VOCSegmentationDataModule,
     pad_collate,
-    read_mask,
     segmentation_transforms,
 )
 from datamodules.segmentation_embedded import EmbeddedSegmentationDataModule, make_digit_scenes
@@ -181,13 +180,13 @@ def test_missing_mask_names_the_image_and_the_expected_mask(tmp_path):
 def test_colour_and_corrupt_masks_are_refused(tmp_path):
     colour = save_rgb(tmp_path / "colour.png", np.stack([np.zeros((4, 4)), np.ones((4, 4)), np.zeros((4, 4))], -1))
     with pytest.raises(ImageReadError, match="colour.png: mask is a colour image"):
-        read_mask(colour)
+        read_label_mask(colour)
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not a png")
     with pytest.raises(ImageReadError, match="broken.png: mask is not an image file"):
-        read_mask(broken)
+        read_label_mask(broken)
     gray_as_rgb = save_rgb(tmp_path / "gray.png", np.full((4, 4, 3), 2))
-    assert read_mask(gray_as_rgb).unique().tolist() == [2]
+    assert read_label_mask(gray_as_rgb).unique().tolist() == [2]
 
 
 def test_label_map_turns_0_255_masks_into_class_ids(tmp_path):

@@ -9,8 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
+from datamodules.embedded import SKIMAGE_DATA
 from datamodules.image_io import ImageReadError, read_image
-from datamodules.super_resolution import SKIMAGE_DATA, SRTrainDataset, make_lr, mod_crop
+from datamodules.super_resolution import SRTrainDataset, make_lr, mod_crop
 from tiny_configs import SR_TINY
 from train import cli_main
 

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from lightning_modules.tiling import tiled_forward
 from networks.edsr import DIV2K_RGB_MEAN, EDSR
 from networks.rrdbnet import RRDB, RRDBNet
 
@@ -23,19 +24,38 @@ def esrgan_x4():
 
 def test_rrdbnet_parameter_counts_match_esrgan(esrgan_x4):
     assert _num_params(esrgan_x4) == 16_697_987  # ESRGAN / BasicSR RRDBNet x4
-    # x2 has a single upsampling stage: x4 minus conv_up2 (64*64*9 + 64).
+    # x2 / x1 keep the x4 layout; only conv_first grows to 4x / 16x the input channels.
     with torch.device("meta"):  # shapes only: no memory, no initialization cost
-        assert _num_params(RRDBNet(scale=2)) == 16_697_987 - 36_928
+        assert _num_params(RRDBNet(scale=2)) == 16_697_987 + 9 * 64 * 9  # RealESRGAN_x2plus size
+        assert _num_params(RRDBNet(scale=1)) == 16_697_987 + 45 * 64 * 9
+
+
+def _basicsr_state_dict_shapes(in_ch: int, num_block: int = 23, feat: int = 64, grow: int = 32) -> dict:
+    """Key names and shapes of BasicSR's RRDBNet (``in_ch`` already multiplied for x2 / x1)."""
+    shapes = {"conv_first": (feat, in_ch)}
+    for block in range(num_block):
+        for rdb in (1, 2, 3):
+            for conv in range(1, 5):
+                shapes[f"body.{block}.rdb{rdb}.conv{conv}"] = (grow, feat + (conv - 1) * grow)
+            shapes[f"body.{block}.rdb{rdb}.conv5"] = (feat, feat + 4 * grow)
+    for name in ("conv_body", "conv_up1", "conv_up2", "conv_hr"):
+        shapes[name] = (feat, feat)
+    shapes["conv_last"] = (3, feat)
+    out = {}
+    for name, (cout, cin) in shapes.items():
+        out[f"{name}.weight"], out[f"{name}.bias"] = (cout, cin, 3, 3), (cout,)
+    return out
+
+
+def _basicsr_pixel_unshuffle(x: torch.Tensor, scale: int) -> torch.Tensor:
+    """BasicSR's arch_util.pixel_unshuffle, written out to pin the channel order."""
+    b, c, h, w = x.shape
+    x = x.view(b, c, h // scale, scale, w // scale, scale).permute(0, 1, 3, 5, 2, 4)
+    return x.reshape(b, c * scale**2, h // scale, w // scale)
 
 
 def test_rrdbnet_state_dict_has_the_reference_layout(esrgan_x4):
-    expected = ["conv_first.weight", "conv_first.bias"]
-    for block in range(23):
-        for rdb in (1, 2, 3):
-            for conv in range(1, 6):
-                expected += [f"body.{block}.rdb{rdb}.conv{conv}.{p}" for p in ("weight", "bias")]
-    for name in ("conv_body", "conv_up1", "conv_up2", "conv_hr", "conv_last"):
-        expected += [f"{name}.weight", f"{name}.bias"]
+    expected = list(_basicsr_state_dict_shapes(3))
     state = esrgan_x4.state_dict()
     assert list(state) == expected
     assert state["body.0.rdb1.conv5.weight"].shape == (64, 64 + 4 * 32, 3, 3)
@@ -69,11 +89,67 @@ def test_rrdb_residual_scaling_is_0_2_per_dense_block_and_per_rrdb():
     torch.testing.assert_close(block(x), expected)
 
 
-@pytest.mark.parametrize("scale", [2, 4])
+@pytest.mark.parametrize("scale, in_ch", [(2, 12), (1, 48)])
+def test_rrdbnet_x2_x1_have_the_basicsr_layout_and_load_its_weights(scale, in_ch):
+    """BasicSR's x2 / x1 pixel-unshuffle the input and keep the x4 layout (RealESRGAN_x2plus)."""
+    reference = _basicsr_state_dict_shapes(in_ch)
+    with torch.device("meta"):
+        model = RRDBNet(scale=scale)
+    state = model.state_dict()
+    assert list(state) == list(reference)
+    assert {k: tuple(v.shape) for k, v in state.items()} == reference
+    assert state["conv_first.weight"].shape == (64, in_ch, 3, 3) and "conv_up2.weight" in state
+    checkpoint = {k: torch.zeros(shape) for k, shape in reference.items()}
+    checkpoint["conv_first.weight"] = torch.randn(reference["conv_first.weight"])
+    with torch.device("meta"):
+        model = RRDBNet(scale=scale)
+    model.load_state_dict(checkpoint, strict=True, assign=True)
+    assert torch.equal(model.conv_first.weight, checkpoint["conv_first.weight"])
+
+
+@pytest.mark.parametrize("scale", [1, 2])
+def test_rrdbnet_x2_x1_forward_matches_basicsr(scale):
+    """Same as BasicSR's forward on divisible sizes; other sizes are reflect-padded, then cropped."""
+    torch.manual_seed(0)
+    model = RRDBNet(num_feat=8, num_block=1, grow_ch=4, scale=scale).double().eval()
+    factor = 4 // scale
+
+    def basicsr_forward(x):
+        feat = model.conv_first(_basicsr_pixel_unshuffle(x, factor))
+        feat = feat + model.conv_body(model.body(feat))
+        feat = model.lrelu(model.conv_up1(torch.nn.functional.interpolate(feat, scale_factor=2, mode="nearest")))
+        feat = model.lrelu(model.conv_up2(torch.nn.functional.interpolate(feat, scale_factor=2, mode="nearest")))
+        return model.conv_last(model.lrelu(model.conv_hr(feat)))
+
+    with torch.no_grad():
+        x = torch.rand(2, 3, 8, 12, dtype=torch.float64)
+        torch.testing.assert_close(model(x), basicsr_forward(x), rtol=0, atol=0)
+        odd = torch.rand(1, 3, 9, 11, dtype=torch.float64)
+        padded = torch.nn.functional.pad(odd, (0, -11 % factor, 0, -9 % factor), mode="reflect")
+        expected = basicsr_forward(padded)[..., : 9 * scale, : 11 * scale]
+        torch.testing.assert_close(model(odd), expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("scale", [1, 2, 4])
 def test_rrdbnet_output_size(scale):
     model = RRDBNet(num_feat=8, num_block=1, grow_ch=4, scale=scale)
-    assert model(torch.rand(2, 3, 11, 7)).shape == (2, 3, 11 * scale, 7 * scale)
-    assert hasattr(model, "conv_up2") == (scale == 4)
+    assert hasattr(model, "conv_up2")
+    for height, width in ((11, 7), (13, 1), (1, 2)):  # odd sizes; 1-pixel sides cannot reflect-pad
+        out = model(torch.rand(2, 3, height, width))
+        assert out.shape == (2, 3, height * scale, width * scale)
+
+
+@pytest.mark.parametrize("scale", [1, 2])
+def test_rrdbnet_x2_x1_tiled_inference_matches_whole_image(scale):
+    """With tile and overlap multiples of the unshuffle factor the tiles align with the whole image."""
+    torch.manual_seed(0)
+    model = RRDBNet(num_feat=8, num_block=1, grow_ch=4, scale=scale).eval()
+    image = torch.rand(1, 3, 45, 39, generator=torch.Generator().manual_seed(0))  # odd: padded tiles
+    with torch.no_grad():
+        whole = model(image)
+        tiled = tiled_forward(model, image, scale=scale, tile=16, overlap=16)
+    assert tiled.shape == whole.shape == (1, 3, 45 * scale, 39 * scale)
+    torch.testing.assert_close(tiled, whole, rtol=0, atol=1e-5)
 
 
 def test_rrdbnet_bicubic_skip_adds_the_bicubic_upsampling():
@@ -92,8 +168,9 @@ def test_rrdbnet_bicubic_skip_adds_the_bicubic_upsampling():
 
 
 def test_rrdbnet_rejects_other_scales():
-    with pytest.raises(ValueError, match="scale 2 or 4"):
-        RRDBNet(scale=3)
+    for scale in (3, 8):
+        with pytest.raises(ValueError, match="scale 1, 2 or 4"):
+            RRDBNet(scale=scale)
 
 
 def test_edsr_baseline_size_and_layout():

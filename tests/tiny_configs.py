@@ -30,9 +30,9 @@ TASKS = {
         "--model.init_args.generator.init_args.num_feat=8", "--model.init_args.generator.init_args.num_block=1",
         "--model.init_args.generator.init_args.grow_ch=4", "--model.init_args.discriminator.init_args.num_feat=4",
         "--model.init_args.discriminator.init_args.input_size=32", "--model.init_args.pretrained_generator=null",
-        "--model.init_args.perceptual_loss=lightning_modules.perceptual.PerceptualLoss",
-        "--model.init_args.perceptual_loss.init_args.pretrained=false",
-        "--model.init_args.perceptual_loss.init_args.layer_weights={relu2_2: 1.0}",
+        "--model.init_args.perceptual=lightning_modules.perceptual.PerceptualLoss",
+        "--model.init_args.perceptual.init_args.pretrained=false",
+        "--model.init_args.perceptual.init_args.layer_weights={relu2_2: 1.0}",
         "--data.init_args.patch_size=32", "--data.init_args.batch_size=2", "--data.init_args.repeats=1",
     ]),
     "gan": ("configs/gan/digits.yaml", 2, [

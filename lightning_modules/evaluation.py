@@ -1,0 +1,81 @@
+"""What every task shows after training: its validation table and one example output on disk.
+
+A task declares what to show by returning a :class:`Summary` from ``evaluation_summary()``;
+:class:`EvaluationSummary` (always on in the CLI, ``--summary.*``) prints it from the logged
+metrics at the end of fit and writes the example into the run folder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_only
+
+from datamodules.image_io import save_image
+from lightning_modules.run_logging import run_dir
+
+
+@dataclass(frozen=True)
+class Summary:
+    """A task's validation table and example.
+
+    Args:
+        title: the heading, saying what was measured and how.
+        rows: metric names, one row each (rows with no logged value are left out).
+        columns: column heading -> logged key of a row's metric, ``{}`` standing for the row name
+            (``{"model": "val/{}", "bicubic": "val/bicubic_{}"}``); one column prints no heading.
+        example: one validation sample -> (file name, image in [0, 1]) to write into the run folder.
+        example_caption: what the written image shows.
+    """
+
+    title: str
+    rows: Sequence[str]
+    columns: Mapping[str, str] = field(default_factory=lambda: {"value": "val/{}"})
+    example: Callable[[dict], tuple[str, torch.Tensor]] | None = None
+    example_caption: str = "Example"
+
+    def table(self, metrics: Mapping[str, torch.Tensor]) -> list[str]:
+        """The printed lines, from logged ``metrics``."""
+        rows = [row for row in self.rows if any(key.format(row) in metrics for key in self.columns.values())]
+        if not rows:
+            return []
+        width = max(len(row) for row in rows) + 2
+        lines = [f"\n{self.title}:"]
+        if len(self.columns) > 1:
+            lines.append(f"  {'metric':<{width}}" + "".join(f"{name:>12}" for name in self.columns))
+        for row in rows:
+            values = [metrics.get(key.format(row)) for key in self.columns.values()]
+            lines.append(f"  {row:<{width}}" + "".join("           -" if v is None else f"{v.item():>12.4f}" for v in values))
+        return lines
+
+
+class EvaluationSummary(Callback):
+    """After fit, prints the module's :class:`Summary` table and writes its example image.
+
+    Args:
+        write_example: also run the model on the first validation sample and save the output
+            into the run folder.
+    """
+
+    def __init__(self, write_example: bool = True):
+        self.write_example = write_example
+
+    @rank_zero_only
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        declare = getattr(pl_module, "evaluation_summary", None)
+        summary: Summary | None = declare() if declare is not None else None
+        lines = summary.table(trainer.callback_metrics) if summary is not None else []
+        if not lines:
+            return
+        print("\n".join(lines))
+        val_set = getattr(trainer.datamodule, "val_set", None)
+        if not (self.write_example and summary.example is not None and val_set is not None and len(val_set)):
+            return
+        with torch.no_grad():
+            name, image = summary.example(val_set[0])
+        # run_dir, not trainer.log_dir: the latter broadcasts, and only rank 0 runs this.
+        path = save_image(image, run_dir(trainer) / name)
+        print(f"{summary.example_caption} written to {path.resolve()}")
