@@ -31,6 +31,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_warn
 
+from datamodules.generation import dataset_channels
 from lightning_modules.budget import TimeBudget
 from lightning_modules.callbacks import (
     AtomicCheckpointIO,
@@ -42,6 +43,7 @@ from lightning_modules.callbacks import (
 )
 from lightning_modules.evaluation import EvaluationSummary
 from lightning_modules.run_logging import run_dir
+from lightning_modules.schedules import RunLengthSchedules
 
 
 # Lightning 2.6 calls a pytree API that torch 2.14 deprecates: nothing a user can act on.
@@ -81,8 +83,25 @@ def _keep_previous_metrics(folder: Path) -> None:
         metrics.rename(folder / f"metrics.part{parts}.csv")
 
 
+#: Values that must agree between the data and the networks: set once, on the data (or the
+#: model), and copied to each target that the configured classes have (others are skipped).
+LINKS = [
+    ("data.init_args.scale", "model.init_args.scale"),
+    ("data.init_args.scale", "model.init_args.generator.init_args.scale"),
+    ("data.init_args.patch_size", "model.init_args.discriminator.init_args.input_size"),
+    *(("data.init_args.image_size", f"model.init_args.{net}.init_args.image_size") for net in ("generator", "discriminator", "network")),
+    ("model.init_args.num_classes", "model.init_args.net.init_args.num_classes"),
+]
+#: The channels of generation data (the dataset's own unless given), to every network that has them.
+CHANNEL_LINKS = [f"model.init_args.{net}.init_args.channels" for net in ("generator", "discriminator", "network")]
+
+
 class ResearchCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        for source, target in LINKS:
+            parser.link_arguments(source, target)
+        for target in CHANNEL_LINKS:
+            parser.link_arguments(("data.init_args.channels", "data.init_args.dataset"), target, compute_fn=dataset_channels)
         parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
         parser.set_defaults(
             {
@@ -98,6 +117,7 @@ class ResearchCLI(LightningCLI):
         parser.add_lightning_class_args(NetworkOptions, "network_options")
         parser.add_lightning_class_args(TimeBudget, "budget")
         parser.add_lightning_class_args(EvaluationSummary, "summary")
+        parser.add_lightning_class_args(RunLengthSchedules, "run_length_schedules")
         parser.add_argument(
             "--auto_bf16", type=bool, default=False,
             help="Unless trainer.precision is given: bf16-mixed where the hardware runs bfloat16 natively (a CUDA "

@@ -37,6 +37,13 @@ DatasetName = Literal["digits", "mnist", "fashion_mnist", "cifar10", "celeba", "
 
 _TORCHVISION = {"mnist": datasets.MNIST, "fashion_mnist": datasets.FashionMNIST, "cifar10": datasets.CIFAR10}
 _NATURAL_CHANNELS = {"digits": 1, "mnist": 1, "fashion_mnist": 1, "cifar10": 3, "celeba": 3, "folder": 3}
+
+
+def dataset_channels(channels: int | None, dataset: str) -> int | None:
+    """The channels the data gives: ``channels``, or the dataset's own when it is ``None``."""
+    return channels or _NATURAL_CHANNELS.get(dataset)
+
+
 #: CelebA-64 recipe (DCGAN/pythae): the central 178x178 square holds the face.
 CELEBA_CROP = 178
 
@@ -146,7 +153,7 @@ class GenerationDataModule(LightningDataModule):
         self.root = root
         self.download = download
         self.image_size = image_size
-        self.channels = channels or _NATURAL_CHANNELS[dataset]
+        self.channels = dataset_channels(channels, dataset)
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.val_size = val_size

@@ -199,6 +199,10 @@ class AdversarialModule(LightningModule, ABC):
         if self.generator_ema is not None and self.generator_ema.n_averaged == 0:
             self.generator_ema.update_parameters(self.generator)
 
+    def optimizer_steps_per_batch(self) -> list[float]:
+        """Generator and discriminator steps per training batch, in ``configure_optimizers`` order."""
+        return [1 / self.discriminator_steps, 1.0]
+
     def configure_optimizers(self):
         configs = []
         for network, make_optimizer, make_scheduler in (

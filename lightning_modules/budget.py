@@ -13,17 +13,11 @@ import time
 from collections import deque
 from typing import Any
 
-import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-#: Length attribute of the torch schedulers whose length is a number of scheduler steps.
-_SCHEDULE_LENGTH = {
-    torch.optim.lr_scheduler.CosineAnnealingLR: "T_max",
-    torch.optim.lr_scheduler.LinearLR: "total_iters",
-    torch.optim.lr_scheduler.PolynomialLR: "total_iters",
-    torch.optim.lr_scheduler.ConstantLR: "total_iters",
-}
+from lightning_modules.schedules import set_length
+
 _NEVER = 10**12  # a batch count no run reaches
 
 
@@ -154,10 +148,10 @@ class TimeBudget(Callback):
         validations_left = self.validations - (0 if first else self.plan["validations_done"])
         left = self._budget_seconds * (1 - self.margin) - spent - validations_left * val_seconds
         batches = max(done, done + int(left / batch_seconds))
-        steps_per_batch = max(1, trainer.global_step // done)
+        steps_per_batch = trainer.global_step / done  # optimizer steps: 2 per batch for a GAN's D + G
         if first:
             self.plan = {"first_batches": batches, "first_ms_per_batch": 1000 * batch_seconds, "validations_done": 0}
-        self.plan |= {"batches": batches, "max_steps": batches * steps_per_batch, "ms_per_batch": 1000 * batch_seconds}
+        self.plan |= {"batches": batches, "max_steps": round(batches * steps_per_batch), "ms_per_batch": 1000 * batch_seconds}
         self._next_replan = done + max(10, int(self.replan_every * batches))
         trainer.fit_loop.epoch_loop.max_steps = self.plan["max_steps"]
         resized = _resize_schedules(trainer, batches, done)
@@ -190,17 +184,13 @@ def _resize_schedules(trainer: Trainer, batches: int, done: int) -> str:
     """Give every step-interval scheduler the planned length; returns a note for the plan's message."""
     notes = []
     for config in trainer.lr_scheduler_configs:
-        scheduler = config.scheduler
-        attribute = _SCHEDULE_LENGTH.get(type(scheduler))
-        if config.interval != "step" or attribute is None:
-            if config.interval == "step":
-                rank_zero_warn(f"budget: {type(scheduler).__name__} has no known length to fit to the plan; it runs as configured")
+        if config.interval != "step":
             continue
-        per_batch = max(1, round(scheduler.last_epoch / done))  # scheduler steps per batch so far
-        length = batches * per_batch
-        setattr(scheduler, attribute, length)
-        for group, lr in zip(scheduler.optimizer.param_groups, scheduler._get_closed_form_lr()):
-            group["lr"] = lr
-        scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]
-        notes.append(f"{type(scheduler).__name__}.{attribute}={length}")
+        scheduler = config.scheduler
+        length = round(batches * scheduler.last_epoch / done)  # its steps per batch so far, over the plan
+        attribute = set_length(scheduler, length)
+        if attribute is None:
+            rank_zero_warn(f"budget: {type(scheduler).__name__} has no known length to fit to the plan; it runs as configured")
+        else:
+            notes.append(f"{type(scheduler).__name__}.{attribute}={length}")
     return f" ({', '.join(notes)})" if notes else ""

@@ -34,7 +34,7 @@ class ESRGANModule(AdversarialModule):
     Args:
         generator: the SR network (``networks.rrdbnet.RRDBNet``), [0, 1] LR -> HR.
         discriminator: e.g. ``networks.sr_discriminators.VGGStyleDiscriminator``.
-        scale: upscaling factor; must equal the generator's and the data's.
+        scale: upscaling factor (linked to ``data.init_args.scale``, as the generator's).
         pretrained_generator: PSNR-stage weights the generator (and its EMA) start from: a
             Lightning checkpoint (its ``generator.*`` weights, or ``generator_ema.*`` when it has
             them), a BasicSR file (``params_ema``, else ``params``) or a plain state dict. Loaded
@@ -67,8 +67,6 @@ class ESRGANModule(AdversarialModule):
         tile_overlap: int = 16,
         **kwargs,
     ):
-        if getattr(generator, "scale", scale) != scale:
-            raise ValueError(f"model scale={scale} but the generator upscales x{generator.scale}")
         super().__init__(
             generator=generator, discriminator=discriminator, loss=loss, adversarial_weight=adversarial_weight, **kwargs
         )

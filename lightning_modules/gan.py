@@ -80,17 +80,6 @@ class GANModule(AdversarialModule):
         self._eval_copy: tuple[nn.Module, ...] = ()  # a tuple keeps it out of the state dict
         self._predicted: list[Tensor] = []
 
-    def setup(self, stage: str) -> None:
-        datamodule = self.trainer.datamodule
-        expected = (self.generator.channels, self.generator.image_size)
-        found = (getattr(datamodule, "channels", None), getattr(datamodule, "image_size", None))
-        if None not in found and found != expected:
-            raise ValueError(
-                f"the generator makes {expected[0]}-channel {expected[1]}x{expected[1]} images but the data has "
-                f"{found[0]}-channel {found[1]}x{found[1]} images: set the generator's and discriminator's "
-                "`channels`/`image_size` to the data's (or data.channels / data.image_size)"
-            )
-
     # ----------------------------------------------------------------- sampling
     def on_train_epoch_start(self) -> None:
         # Seeded per epoch (the epoch_seed callback has just reseeded torch), so a run resumed at

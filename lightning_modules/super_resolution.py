@@ -163,7 +163,7 @@ class SuperResolutionModule(LightningModule):
 
     Args:
         generator: the SR network (e.g. ``networks.rrdbnet.RRDBNet``), mapping [0, 1] LR to HR.
-        scale: must equal the generator's and the data's scale.
+        scale: upscaling factor (linked to ``data.init_args.scale``, as the generator's).
         pixel_loss: ``l1`` (the reference) or ``mse``.
         optimizer / lr_scheduler: from the config; the scheduler steps every ``scheduler_interval``.
         tile_size / tile_overlap: tiled inference for validation, test and predict (0 = whole image).

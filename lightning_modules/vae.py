@@ -150,15 +150,6 @@ class VAEModule(LightningModule):
             return self.beta
         return self.beta * min(1.0, (self.global_step + 1) / self.kl_warmup_steps)
 
-    def setup(self, stage: str) -> None:
-        data = self.trainer.datamodule
-        expected = (getattr(data, "channels", None), getattr(data, "image_size", None))
-        if None not in expected and expected != (self.network.channels, self.network.image_size):
-            raise ValueError(
-                f"data gives {expected[0]}-channel {expected[1]}px images but model.init_args.network expects "
-                f"{self.network.channels}-channel {self.network.image_size}px: make channels/image_size agree"
-            )
-
     # ----- training -----
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         recon_nll, kl, _ = self.elbo_terms(batch["image"])

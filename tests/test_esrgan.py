@@ -28,8 +28,7 @@ GENERATOR = ["--model.init_args.generator.init_args.num_feat=8", "--model.init_a
              "--model.init_args.generator.init_args.grow_ch=4"]
 DATA = ["--data.init_args.patch_size=32", "--data.init_args.batch_size=2", "--data.init_args.repeats=1",
         "--progress_bar.refresh_rate=0"]
-TINY = [*GENERATOR, *DATA, "--model.init_args.discriminator.init_args.num_feat=4",
-        "--model.init_args.discriminator.init_args.input_size=32"]
+TINY = [*GENERATOR, *DATA, "--model.init_args.discriminator.init_args.num_feat=4"]
 RANDOM_VGG = ["--model.init_args.perceptual=lightning_modules.perceptual.PerceptualLoss",
               "--model.init_args.perceptual.init_args.pretrained=false"]
 

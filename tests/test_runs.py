@@ -72,7 +72,8 @@ def test_resume_at_epoch_boundary_matches_uninterrupted_run(run_cli):
     common = ["--config", SR, *TINY_SR, "--trainer.max_steps=-1", "--trainer.val_check_interval=null",
               "--trainer.check_val_every_n_epoch=1", "--trainer.limit_val_batches=0"]
     full = run_cli("fit", *common, "--trainer.max_epochs=2", "--trainer.logger.init_args.name=full")
-    run_cli("fit", *common, "--trainer.max_epochs=1", "--trainer.logger.init_args.name=split")
+    run_cli("fit", *common, "--trainer.max_epochs=2", "--trainer.logger.init_args.name=split",
+            "--trainer.callbacks=tiny_configs.StopAfterEpochs")  # the same run length: schedules span it
     resumed = run_cli("fit", *common, "--trainer.max_epochs=2", "--trainer.logger.init_args.name=split", "--ckpt_path=last")
     assert resumed.trainer.logger.version == 0, "resume must continue the same run folder"
     assert resumed.trainer.global_step == full.trainer.global_step

@@ -131,9 +131,9 @@ def test_predict_mode_and_inputs_must_agree():
             tiny_module(predict_mode="reconstructions").eval().predict_step({"seed": torch.tensor([0, 1])}, 0)
 
 
-def test_mismatched_data_and_network_fail_at_start(run_cli):
-    with pytest.raises(ValueError, match="model.init_args.network expects 1-channel"):
-        run_cli("fit", "--config", "configs/vae/digits.yaml", "--data.init_args.channels=3", "--trainer.max_steps=1")
+def test_data_channels_reach_the_network(run_cli):
+    cli = run_cli("fit", "--config", "configs/vae/digits.yaml", "--data.init_args.channels=3", "--trainer.max_steps=1")
+    assert cli.model.network.channels == 3 and cli.trainer.global_step == 1
 
 
 @pytest.mark.parametrize("config", sorted(p.name for p in (Path(__file__).parents[1] / "configs" / "vae").glob("*.yaml")))

@@ -29,7 +29,7 @@ TASKS = {
     "esrgan": ("configs/sr/esrgan_embedded.yaml", 2, [
         "--model.init_args.generator.init_args.num_feat=8", "--model.init_args.generator.init_args.num_block=1",
         "--model.init_args.generator.init_args.grow_ch=4", "--model.init_args.discriminator.init_args.num_feat=4",
-        "--model.init_args.discriminator.init_args.input_size=32", "--model.init_args.pretrained_generator=null",
+        "--model.init_args.pretrained_generator=null",
         "--model.init_args.perceptual=lightning_modules.perceptual.PerceptualLoss",
         "--model.init_args.perceptual.init_args.pretrained=false",
         "--model.init_args.perceptual.init_args.layer_weights={relu2_2: 1.0}",
