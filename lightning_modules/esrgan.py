@@ -17,13 +17,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_modules.adversarial import AdversarialModule
-from lightning_modules.evaluation import Summary
+from lightning_modules.evaluation import StagedEvaluation, Summary
 from lightning_modules.gan_losses import GANLoss
 from lightning_modules.perceptual import PerceptualLoss
 from lightning_modules.super_resolution import SuperResolutionEvaluation
 
 
-class ESRGANModule(AdversarialModule):
+class ESRGANModule(StagedEvaluation, AdversarialModule):
     """ESRGAN fine-tuning: ``pixel_weight * L1 + perceptual + adversarial_weight * RaGAN`` for G.
 
     Validation, test and predict use the EMA generator (``eval_generator()``); the raw
@@ -121,21 +121,13 @@ class ESRGANModule(AdversarialModule):
     def upscale(self, lr: Tensor) -> Tensor:
         return self.evaluation.upscale(self.eval_generator(), lr)
 
-    def _generators(self) -> dict[str, nn.Module]:
-        """The evaluated variants: the EMA generator, and the raw one when it is evaluated too."""
-        return {"model": self.eval_generator()} | ({"raw": self.generator} if self.evaluate_raw_generator else {})
+    def evaluate_batch(self, batch: dict, batch_idx: int, stage: str) -> None:
+        # The EMA generator, and the raw one when it is evaluated too.
+        generators = {"model": self.eval_generator()} | ({"raw": self.generator} if self.evaluate_raw_generator else {})
+        self.evaluation.update(self, batch, batch_idx, stage, generators)
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self.evaluation.update(self, batch, batch_idx, "val", self._generators())
-
-    def on_validation_epoch_end(self) -> None:
-        self.evaluation.log(self, "val")
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self.evaluation.update(self, batch, batch_idx, "test", self._generators())
-
-    def on_test_epoch_end(self) -> None:
-        self.evaluation.log(self, "test")
+    def log_evaluation(self, stage: str) -> None:
+        self.evaluation.log(self, stage)
 
     def predict_step(self, batch: dict, batch_idx: int) -> list[tuple[str, Tensor]]:
         return list(zip(batch["output_name"], self.upscale(batch["lr"])))

@@ -1,8 +1,9 @@
-"""What every task shows after training: its validation table and one example output on disk.
+"""How every task evaluates: per-stage hooks, its validation table and one example output on disk.
 
-A task declares what to show by returning a :class:`Summary` from ``evaluation_summary()``;
-:class:`EvaluationSummary` (always on in the CLI, ``--summary.*``) prints it from the logged
-metrics at the end of fit and writes the example into the run folder.
+A task with :class:`StagedEvaluation` writes ``evaluate_batch`` and ``log_evaluation`` once for
+validation and test. It declares what to show after training by returning a :class:`Summary`
+from ``evaluation_summary()``; :class:`EvaluationSummary` (always on in the CLI, ``--summary.*``)
+prints it from the logged metrics at the end of fit and writes the example into the run folder.
 """
 
 from __future__ import annotations
@@ -16,6 +17,29 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from datamodules.image_io import save_image
 from lightning_modules.run_logging import run_dir
+
+
+class StagedEvaluation:
+    """Validation and test hooks of a LightningModule (list it before the LightningModule base),
+    calling the task's ``evaluate_batch(batch, batch_idx, stage)`` and ``log_evaluation(stage)``."""
+
+    def evaluate_batch(self, batch: dict, batch_idx: int, stage: str) -> None:
+        raise NotImplementedError
+
+    def log_evaluation(self, stage: str) -> None:
+        raise NotImplementedError
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self.evaluate_batch(batch, batch_idx, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_evaluation("val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self.evaluate_batch(batch, batch_idx, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self.log_evaluation("test")
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 
 from lightning_modules.adversarial import AdversarialModule
-from lightning_modules.evaluation import Summary
+from lightning_modules.evaluation import StagedEvaluation, Summary
 from lightning_modules.fid import GenerativeMetrics, keep_fid_optional
 from lightning_modules.run_logging import log_image_grid
 from lightning_modules.perceptual import PerceptualLoss
@@ -93,7 +93,7 @@ class InpaintingMetrics(nn.Module):
         self.masked_l1.reset()
 
 
-class InpaintingModule(AdversarialModule):
+class InpaintingModule(StagedEvaluation, AdversarialModule):
     """Gated-conv generator + SN-PatchGAN trained with hole/valid L1, perceptual and hinge losses.
 
     Training, EMA, optimizers, schedulers and gradient clipping are those of
@@ -160,7 +160,7 @@ class InpaintingModule(AdversarialModule):
         return composite(prediction, image, mask)
 
     # ----------------------------------------------------------------- evaluation
-    def _eval_step(self, batch: dict, stage: str) -> None:
+    def evaluate_batch(self, batch: dict, batch_idx: int, stage: str) -> None:
         image, mask = batch["image"], batch["mask"]
         output = self.inpaint(image, mask)
         self.metrics[stage].update(output, image, mask)
@@ -172,7 +172,7 @@ class InpaintingModule(AdversarialModule):
             for triple in zip(show_holes(image, mask)[:take], output[:take], image[:take]):
                 self._grid.append(torch.stack(triple))
 
-    def _log_eval(self, stage: str) -> None:
+    def log_evaluation(self, stage: str) -> None:
         values = {f"{stage}/{name}": value for name, value in self.metrics[stage].compute().items()}
         self.metrics[stage].reset()
         self.log_dict(values, sync_dist=False, prog_bar=stage == "val")  # metrics are already synced
@@ -193,18 +193,6 @@ class InpaintingModule(AdversarialModule):
 
     def on_test_epoch_start(self) -> None:
         self._forget_real()
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, "val")
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_eval("val")
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval_step(batch, "test")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_eval("test")
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> list[tuple[str, Tensor]]:
         """The composited output of every image, as ``<name>.png`` (known pixels unchanged)."""

@@ -22,7 +22,7 @@ from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
 
 from datamodules.matlab_resize import imresize
 from lightning_modules.checks import checked_sum
-from lightning_modules.evaluation import Summary
+from lightning_modules.evaluation import StagedEvaluation, Summary
 from lightning_modules.run_logging import log_image_grid
 from lightning_modules.sr_metrics import METRIC_NAMES, SuperResolutionMetrics
 from lightning_modules.tiling import tiled_forward
@@ -158,7 +158,7 @@ def _keep_current_entries(module: nn.Module, state_dict: dict, prefix: str, *arg
             state_dict.setdefault(key, value)
 
 
-class SuperResolutionModule(LightningModule):
+class SuperResolutionModule(StagedEvaluation, LightningModule):
     """PSNR-oriented training (ESRGAN stage 1, EDSR, SRResNet): pixel loss on (LR, HR) pairs.
 
     Args:
@@ -199,17 +199,11 @@ class SuperResolutionModule(LightningModule):
     def upscale(self, lr: Tensor) -> Tensor:
         return self.evaluation.upscale(self.generator, lr)
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self.evaluation.update(self, batch, batch_idx, "val", {"model": self.generator})
+    def evaluate_batch(self, batch: dict, batch_idx: int, stage: str) -> None:
+        self.evaluation.update(self, batch, batch_idx, stage, {"model": self.generator})
 
-    def on_validation_epoch_end(self) -> None:
-        self.evaluation.log(self, "val")
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self.evaluation.update(self, batch, batch_idx, "test", {"model": self.generator})
-
-    def on_test_epoch_end(self) -> None:
-        self.evaluation.log(self, "test")
+    def log_evaluation(self, stage: str) -> None:
+        self.evaluation.log(self, stage)
 
     def predict_step(self, batch: dict, batch_idx: int) -> list[tuple[str, Tensor]]:
         return list(zip(batch["output_name"], self.upscale(batch["lr"])))
