@@ -9,21 +9,20 @@ initialisation from the PSNR stage and LPIPS.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_modules.adversarial import AdversarialModule
 from lightning_modules.evaluation import StagedEvaluation, Summary
 from lightning_modules.gan_losses import GANLoss
+from lightning_modules.generator_weights import LoadsPretrainedGenerator
 from lightning_modules.perceptual import PerceptualLoss
 from lightning_modules.super_resolution import SuperResolutionEvaluation
 
 
-class ESRGANModule(StagedEvaluation, AdversarialModule):
+class ESRGANModule(LoadsPretrainedGenerator, StagedEvaluation, AdversarialModule):
     """ESRGAN fine-tuning: ``pixel_weight * L1 + perceptual + adversarial_weight * RaGAN`` for G.
 
     Validation, test and predict use the EMA generator (``eval_generator()``); the raw
@@ -37,7 +36,8 @@ class ESRGANModule(StagedEvaluation, AdversarialModule):
         scale: upscaling factor (linked to ``data.init_args.scale``, as the generator's).
         pretrained_generator: PSNR-stage weights the generator (and its EMA) start from: a
             Lightning checkpoint (its ``generator.*`` weights, or ``generator_ema.*`` when it has
-            them), a BasicSR file (``params_ema``, else ``params``) or a plain state dict. Loaded
+            them), a BasicSR file (``params_ema``, else ``params``) or a plain state dict, RRDBNet
+            keys in any ESRGAN/BasicSR layout (:mod:`lightning_modules.generator_weights`). Loaded
             when a run starts, unless the run restores a checkpoint (resume, validate, predict).
         pixel_weight: weight of the L1 loss between the output and the HR image (ESRGAN: 1e-2).
         perceptual: VGG19 perceptual loss with its own weight (ESRGAN: conv5_4 before
@@ -77,7 +77,6 @@ class ESRGANModule(StagedEvaluation, AdversarialModule):
         self.evaluate_raw_generator = evaluate_raw_generator and self.generator_ema is not None
         variants = ("model", "raw") if self.evaluate_raw_generator else ("model",)
         self.evaluation = SuperResolutionEvaluation(scale, tile_size, tile_overlap, variants, lpips, lpips_net)
-        self._generator_ready = pretrained_generator is None
 
     # ----------------------------------------------------------------- GAN hooks
     def generate(self, batch: dict) -> Tensor:
@@ -93,29 +92,15 @@ class ESRGANModule(StagedEvaluation, AdversarialModule):
         return terms
 
     # ----------------------------------------------------------------- PSNR-stage initialisation
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self._generator_ready = True  # the checkpoint's weights win over pretrained_generator
+    pretrained_generator_kind = "PSNR-stage generator"
+    pretrained_generator_hint = (
+        "; train the PSNR stage first (e.g. python train.py fit --config configs/sr/default.yaml) or point the "
+        "option at its last.ckpt"
+    )
 
-    def _load_pretrained_generator(self) -> None:
-        if self._generator_ready:
-            return
-        load_generator_weights(self.generator, self.pretrained_generator)
+    def pretrained_generator_loaded(self) -> None:
         if self.generator_ema is not None:
             self.generator_ema.module.load_state_dict(self.generator.state_dict())
-        self._generator_ready = True
-
-    def on_fit_start(self) -> None:
-        self._load_pretrained_generator()
-        super().on_fit_start()
-
-    def on_validation_start(self) -> None:
-        self._load_pretrained_generator()
-
-    def on_test_start(self) -> None:
-        self._load_pretrained_generator()
-
-    def on_predict_start(self) -> None:
-        self._load_pretrained_generator()
 
     # ----------------------------------------------------------------- evaluation
     def upscale(self, lr: Tensor) -> Tensor:
@@ -135,46 +120,3 @@ class ESRGANModule(StagedEvaluation, AdversarialModule):
     def evaluation_summary(self) -> Summary:
         return self.evaluation.summary(self.eval_generator(), self.device)
 
-
-def load_generator_weights(generator: nn.Module, path: str) -> None:
-    """Load PSNR-stage weights into ``generator`` (formats: see ``ESRGANModule.pretrained_generator``)."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(
-            f"{path}: PSNR-stage generator not found (model.init_args.pretrained_generator); train the PSNR "
-            "stage first (e.g. python train.py fit --config configs/sr/default.yaml) or point the option at "
-            "its last.ckpt"
-        )
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    state, source = _generator_state(checkpoint, path)
-    try:
-        generator.load_state_dict(state)
-    except RuntimeError as err:
-        raise ValueError(
-            f"{path}: its {source} weights do not fit the configured {type(generator).__name__} "
-            f"(model.init_args.pretrained_generator); the generator's init_args must match the PSNR stage's. {err}"
-        ) from err
-
-
-def _generator_state(checkpoint: object, path: str) -> tuple[dict[str, Tensor], str]:
-    """The generator's state dict inside a Lightning, BasicSR or plain state-dict file, and its source."""
-    if not isinstance(checkpoint, dict):
-        raise ValueError(f"{path}: expected a checkpoint or state dict, found a {type(checkpoint).__name__}")
-    if "state_dict" in checkpoint:
-        for prefix in ("generator_ema.module.", "generator."):
-            state = {k.removeprefix(prefix): v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
-            if state:
-                return state, f"Lightning checkpoint '{prefix}*'"
-        raise ValueError(
-            f"{path}: a Lightning checkpoint without 'generator.*' weights (model.init_args.pretrained_generator)"
-        )
-    for key in ("params_ema", "params"):
-        if key in checkpoint:
-            return _strip_module_prefix(checkpoint[key]), f"BasicSR '{key}'"
-    if not all(isinstance(value, Tensor) for value in checkpoint.values()):
-        raise ValueError(f"{path}: neither a Lightning checkpoint, a BasicSR file nor a state dict of tensors")
-    return _strip_module_prefix(checkpoint), "state dict"
-
-
-def _strip_module_prefix(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Weights saved from ``DataParallel``/DDP carry a ``module.`` prefix."""
-    return {key.removeprefix("module."): value for key, value in state.items()}

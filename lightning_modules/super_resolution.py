@@ -23,6 +23,7 @@ from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
 from datamodules.matlab_resize import imresize
 from lightning_modules.checks import checked_sum
 from lightning_modules.evaluation import StagedEvaluation, Summary
+from lightning_modules.generator_weights import LoadsPretrainedGenerator
 from lightning_modules.run_logging import log_image_grid
 from lightning_modules.sr_metrics import METRIC_NAMES, SuperResolutionMetrics
 from lightning_modules.tiling import tiled_forward
@@ -158,12 +159,17 @@ def _keep_current_entries(module: nn.Module, state_dict: dict, prefix: str, *arg
             state_dict.setdefault(key, value)
 
 
-class SuperResolutionModule(StagedEvaluation, LightningModule):
+class SuperResolutionModule(LoadsPretrainedGenerator, StagedEvaluation, LightningModule):
     """PSNR-oriented training (ESRGAN stage 1, EDSR, SRResNet): pixel loss on (LR, HR) pairs.
 
     Args:
         generator: the SR network (e.g. ``networks.rrdbnet.RRDBNet``), mapping [0, 1] LR to HR.
         scale: upscaling factor (linked to ``data.init_args.scale``, as the generator's).
+        pretrained_generator: generator weights to start from or to evaluate: a Lightning
+            checkpoint (``generator_ema.*``, else ``generator.*``), a BasicSR / Real-ESRGAN file
+            (``params_ema``, else ``params``) or a plain state dict, RRDBNet keys in any
+            ESRGAN/BasicSR layout (:mod:`lightning_modules.generator_weights`). Loaded when fit,
+            validate, test or predict starts, unless the run restores a checkpoint.
         pixel_loss: ``l1`` (the reference) or ``mse``.
         optimizer / lr_scheduler: from the config; the scheduler steps every ``scheduler_interval``.
         tile_size / tile_overlap: tiled inference for validation, test and predict (0 = whole image).
@@ -173,6 +179,7 @@ class SuperResolutionModule(StagedEvaluation, LightningModule):
         self,
         generator: nn.Module,
         scale: int = 4,
+        pretrained_generator: str | None = None,
         pixel_loss: Literal["l1", "mse"] = "l1",
         optimizer: OptimizerCallable = torch.optim.Adam,
         lr_scheduler: LRSchedulerCallable | None = None,
@@ -183,6 +190,7 @@ class SuperResolutionModule(StagedEvaluation, LightningModule):
         super().__init__()
         self.generator = generator
         self.scale = scale
+        self.pretrained_generator = pretrained_generator
         self.evaluation = SuperResolutionEvaluation(scale, tile_size, tile_overlap)
         self.pixel_loss = F.l1_loss if pixel_loss == "l1" else F.mse_loss
         self.optimizer, self.lr_scheduler, self.scheduler_interval = optimizer, lr_scheduler, scheduler_interval

@@ -1,12 +1,17 @@
 """RRDBNet, the ESRGAN generator (Wang et al., 2018), laid out like the reference code.
 
-Attribute names follow ESRGAN/BasicSR (``conv_first``, ``body.<i>.rdb1.conv1``, ``conv_body``,
+Attribute names follow BasicSR (``conv_first``, ``body.<i>.rdb1.conv1``, ``conv_body``,
 ``conv_up1``, ``conv_up2``, ``conv_hr``, ``conv_last``) so that published ``params`` /
-``params_ema`` state dicts load with ``load_state_dict``. Images go in and out in [0, 1]: the
-network does no normalization of its own.
+``params_ema`` state dicts load with ``load_state_dict``; :func:`to_basicsr_keys` renames the two
+older ESRGAN layouts to these names, and :func:`rrdbnet_options` reads the arguments a state dict
+was made with from its shapes. Images go in and out in [0, 1]: the network does no normalization
+of its own.
 """
 
 from __future__ import annotations
+
+import re
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -126,3 +131,80 @@ class RRDBNet(nn.Module):
         if self.bicubic_skip:
             out = out + F.interpolate(x, scale_factor=self.scale, mode="bicubic", align_corners=False)
         return out
+
+
+#: The ESRGAN repository's RRDBNet names (``RRDBNet_arch.py``) -> BasicSR's.
+_ESRGAN_NAMES = {
+    "RRDB_trunk.": "body.", "trunk_conv.": "conv_body.", "upconv1.": "conv_up1.", "upconv2.": "conv_up2.", "HRconv.": "conv_hr.",
+}
+#: The original ESRGAN x4 generator, one ``nn.Sequential``: 0 conv, 1 shortcut (RRDBs + trunk
+#: conv), 2 upsample, 3 conv, 4 lrelu, 5 upsample, 6 conv, 7 lrelu, 8 conv, 9 lrelu, 10 conv.
+_OLD_X4_CONVS = {"0": "conv_first", "3": "conv_up1", "6": "conv_up2", "8": "conv_hr", "10": "conv_last"}
+
+
+def to_basicsr_keys(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """``state`` with RRDBNet keys in this module's (BasicSR's) names, whatever layout it came in.
+
+    Recognised by their keys: the original ESRGAN models (``model.0``, ``model.1.sub.<i>.RDB1.conv1.0``,
+    ..., ``model.10``; x4 only), the ESRGAN repository's ``RRDB_trunk.<i>.RDB1.conv1``,
+    ``trunk_conv``, ``upconv1/2``, ``HRconv``, and BasicSR's own names (returned as they are, as is
+    any other state dict). Raises ``ValueError`` for an original-layout model at another scale.
+    """
+    if any(key.startswith("model.1.sub.") for key in state):
+        return _from_original_esrgan(state)
+    if any(key.startswith(("RRDB_trunk.", "trunk_conv.")) for key in state):
+        return {_from_esrgan_repo(key): value for key, value in state.items()}
+    return dict(state)
+
+
+def _from_esrgan_repo(key: str) -> str:
+    for old, new in _ESRGAN_NAMES.items():
+        if key.startswith(old):
+            key = new + key.removeprefix(old)
+            break
+    return re.sub(r"^body\.(\d+)\.RDB(\d)\.", r"body.\1.rdb\2.", key)
+
+
+def _from_original_esrgan(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    layers = {key.split(".")[1] for key in state if key.startswith("model.")}
+    if layers != {"1", *_OLD_X4_CONVS}:
+        found = ", ".join(sorted(layers, key=lambda i: int(i) if i.isdigit() else -1))
+        raise ValueError(
+            "an original ESRGAN model (model.0 ... model.N) loads only at x4, where its layers are "
+            f"model.0, 1, 3, 6, 8, 10; this one has model.{found}: convert it with the ESRGAN repository's "
+            "transer_RRDB_models.py or pick an x4 model"
+        )
+    # The trunk conv closes the shortcut's sequence: model.1.sub.<num_block>.
+    trunk = {m[1] for key in state if (m := re.fullmatch(r"model\.1\.sub\.(\d+)\.(?:weight|bias)", key))}
+    renamed = {}
+    for key, value in state.items():
+        if m := re.fullmatch(r"model\.1\.sub\.(\d+)\.RDB(\d)\.conv(\d)\.0\.(weight|bias)", key):
+            key = f"body.{m[1]}.rdb{m[2]}.conv{m[3]}.{m[4]}"
+        elif (m := re.fullmatch(r"model\.1\.sub\.(\d+)\.(weight|bias)", key)) and len(trunk) == 1:
+            key = f"conv_body.{m[2]}"
+        elif (m := re.fullmatch(r"model\.(\d+)\.(weight|bias)", key)) and m[1] in _OLD_X4_CONVS:
+            key = f"{_OLD_X4_CONVS[m[1]]}.{m[2]}"
+        renamed[key] = value  # anything else keeps its name, and is reported as unexpected
+    return renamed
+
+
+def rrdbnet_options(state: Mapping[str, Tensor]) -> dict[str, int] | None:
+    """The :class:`RRDBNet` arguments that a state dict in BasicSR names fits, read from its
+    shapes, or ``None`` when it is not an RRDBNet's. ``bicubic_skip`` leaves no trace in the
+    weights and is not among them; ``in_channels``/``out_channels`` only when not 3."""
+    try:
+        first, grow, last = state["conv_first.weight"], state["body.0.rdb1.conv1.weight"], state["conv_last.weight"]
+    except KeyError:
+        return None
+    if first.dim() != 4 or grow.dim() != 4 or last.dim() != 4:
+        return None
+    blocks = {int(m[1]) for key in state if (m := re.match(r"body\.(\d+)\.", key))}
+    out_channels = last.shape[0]
+    unshuffled = {1: 4, 4: 2, 16: 1}  # conv_first's input channels per image channel -> scale
+    ratio, rest = divmod(first.shape[1], out_channels)
+    scale = unshuffled.get(ratio, 4) if rest == 0 else 4
+    in_channels = first.shape[1] // (4 // scale) ** 2
+    options = {"num_feat": first.shape[0], "num_block": max(blocks) + 1, "grow_ch": grow.shape[0], "scale": scale}
+    if (in_channels, out_channels) != (3, 3):
+        options |= {"in_channels": in_channels, "out_channels": out_channels}
+    return options

@@ -17,7 +17,7 @@ from torch.nn.utils import parametrize
 
 from datamodules.embedded import SKIMAGE_DATA
 from datamodules.image_io import read_image
-from lightning_modules.esrgan import load_generator_weights
+from lightning_modules.generator_weights import load_generator_weights
 from networks.rrdbnet import RRDBNet
 from networks.sr_discriminators import UNetDiscriminatorSN, VGGStyleDiscriminator
 from train import cli_main
