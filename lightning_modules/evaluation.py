@@ -29,6 +29,15 @@ class StagedEvaluation:
     def log_evaluation(self, stage: str) -> None:
         raise NotImplementedError
 
+    def start_evaluation(self, stage: str) -> None:
+        """Before each validation or test pass (nothing by default)."""
+
+    def on_validation_epoch_start(self) -> None:
+        self.start_evaluation("val")
+
+    def on_test_epoch_start(self) -> None:
+        self.start_evaluation("test")
+
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self.evaluate_batch(batch, batch_idx, "val")
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-GANLoss = Literal["nonsaturating", "hinge", "ragan", "wgan-gp"]
+GANLoss = Literal["nonsaturating", "hinge", "ragan", "wgan-gp", "lsgan"]
 
 
 def nonsaturating_d_loss(real: Tensor, fake: Tensor) -> Tensor:
@@ -61,12 +61,26 @@ def wasserstein_g_loss(fake: Tensor, real: Tensor | None = None) -> Tensor:
     return -fake.mean()
 
 
+def lsgan_d_loss(real: Tensor, fake: Tensor) -> Tensor:
+    """Least squares GAN (Mao et al.; pix2pix and CycleGAN's ``lsgan``): ``(real - 1)^2 + fake^2``.
+
+    pix2pix halves its discriminator objective; Adam's steps do not depend on the loss scale (up to
+    its epsilon), so the terms are added here as for the other losses.
+    """
+    return (real - 1).pow(2).mean() + fake.pow(2).mean()
+
+
+def lsgan_g_loss(fake: Tensor, real: Tensor | None = None) -> Tensor:
+    return (fake - 1).pow(2).mean()
+
+
 #: loss name -> (discriminator loss, generator loss).
 LOSSES: dict[str, tuple[Callable[[Tensor, Tensor], Tensor], Callable[[Tensor, Tensor | None], Tensor]]] = {
     "nonsaturating": (nonsaturating_d_loss, nonsaturating_g_loss),
     "hinge": (hinge_d_loss, hinge_g_loss),
     "ragan": (ragan_d_loss, ragan_g_loss),
     "wgan-gp": (wasserstein_d_loss, wasserstein_g_loss),
+    "lsgan": (lsgan_d_loss, lsgan_g_loss),
 }
 
 

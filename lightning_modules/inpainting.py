@@ -182,17 +182,11 @@ class InpaintingModule(StagedEvaluation, AdversarialModule):
             log_image_grid(self, f"{stage}/masked_output_truth", torch.cat(self._grid), nrow=3)
         self._grid = []
 
-    def _forget_real(self) -> None:
-        """The real statistics are recomputed from each evaluation's ground truth, so FID stays
-        right when validate/test run on other images than the training run did."""
+    def start_evaluation(self, stage: str) -> None:
+        # FID's real side is each evaluation's ground truth, recomputed every time, so FID stays
+        # right when validate/test run on other images than the training run did.
         if self.fid is not None:
             self.fid.forget_real()
-
-    def on_validation_epoch_start(self) -> None:
-        self._forget_real()
-
-    def on_test_epoch_start(self) -> None:
-        self._forget_real()
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> list[tuple[str, Tensor]]:
         """The composited output of every image, as ``<name>.png`` (known pixels unchanged)."""

@@ -6,28 +6,15 @@ from urllib.error import URLError
 
 import pytest
 import torch
-from torch import nn
 
 from datamodules.generation import load_digits_tensor
 from lightning_modules.fid import GenerativeMetrics, to_uint8
-
-
-class TinyFeatures(nn.Module):
-    """A fixed random conv net: uint8 (N, 3, H, W) -> (N, 16) features, like an FID extractor."""
-
-    def __init__(self):
-        super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(3, 16, 3, stride=2), nn.Tanh(), nn.Conv2d(16, 16, 3), nn.Tanh())
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(images.float() / 127.5 - 1).mean(dim=(2, 3))
+from tiny_configs import tiny_feature_file
 
 
 @pytest.fixture(scope="module")
 def extractor_file(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("fid") / "tiny-features.pt"
-    torch.jit.script(TinyFeatures()).save(str(path))
+    path = tiny_feature_file(tmp_path_factory.mktemp("fid"), width=16)
     return str(path)
 
 

@@ -17,6 +17,7 @@ from datamodules.image_io import read_image
 from lightning_modules.gan import slerp
 from networks.dcgan import DCGANDiscriminator, DCGANGenerator
 from networks.sngan import SNGANDiscriminator, SNGANGenerator
+from tiny_configs import tiny_feature_file
 
 CONFIGS = sorted(str(p.relative_to(Path(__file__).parents[1])) for p in (Path(__file__).parents[1] / "configs/gan").glob("*.yaml"))
 # A few batches of a narrow DCGAN on 16 digits per batch; global steps count D and G steps.
@@ -28,22 +29,9 @@ TINY = [
 ]
 
 
-class TinyFeatures(nn.Module):
-    """A fixed random conv net standing in for Inception: uint8 (N, 3, H, W) -> (N, 8)."""
-
-    def __init__(self):
-        super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.Tanh(), nn.Conv2d(8, 8, 3), nn.Tanh())
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(images.float() / 127.5 - 1).mean(dim=(2, 3))
-
-
 @pytest.fixture(scope="module")
 def feature_file(tmp_path_factory) -> str:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("fid") / "tiny-features.pt"
-    torch.jit.script(TinyFeatures()).save(str(path))
+    path = tiny_feature_file(tmp_path_factory.mktemp("fid"), width=8)
     return str(path)
 
 

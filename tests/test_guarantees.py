@@ -83,7 +83,7 @@ def test_a_module_with_nan_weights_is_never_saved(run_cli, tmp_path):
     assert last.read_bytes() == before
 
 
-@pytest.mark.parametrize("task", ["gan", "vae", "inpainting", "segmentation", "esrgan"])
+@pytest.mark.parametrize("task", ["gan", "vae", "inpainting", "segmentation", "esrgan", "translation"])
 def test_resume_at_an_epoch_boundary_is_exact_with_the_sanity_check_on(run_cli, task):
     """2 epochs in one run == the same run stopped after epoch 1, then ``--ckpt_path last``. No
     validation but the sanity checks, so the resumed run's sanity check is an evaluation the

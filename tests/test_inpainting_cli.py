@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch import nn
 
 from datamodules.embedded import SKIMAGE_DATA
 from datamodules.image_io import ImageReadError, read_image
 from datamodules.masks import read_hole_mask
 from train import cli_main
+from tiny_configs import tiny_feature_file
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = "configs/inpainting/embedded.yaml"
@@ -45,22 +45,9 @@ RANDOM_PERCEPTUAL = [
 ]
 
 
-class TinyFeatures(nn.Module):
-    """A fixed random conv net standing in for Inception: uint8 (N, 3, H, W) -> (N, 4)."""
-
-    def __init__(self):
-        super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2), nn.Tanh(), nn.Conv2d(4, 4, 3), nn.Tanh())
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(images.float() / 127.5 - 1).mean(dim=(2, 3))
-
-
 @pytest.fixture(scope="module")
 def fid_args(tmp_path_factory) -> list[str]:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("fid") / "tiny-features.pt"
-    torch.jit.script(TinyFeatures()).save(str(path))
+    path = tiny_feature_file(tmp_path_factory.mktemp("fid"), width=4)
     return [
         "--model.init_args.fid=lightning_modules.fid.GenerativeMetrics",
         f"--model.init_args.fid.init_args.feature_extractor={path}",

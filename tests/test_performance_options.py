@@ -104,6 +104,7 @@ def test_the_options_reach_every_network_and_nothing_else(first_batch):
         "vae": ["network"],
         "inpainting": ["discriminator", "generator", "generator_ema", "perceptual"],
         "segmentation": ["net"],
+        "translation": ["discriminator", "generator", "perceptual"],
     }
     for task, names in expected.items():
         assert first_batch(task)["networks"] == names, task

@@ -10,33 +10,19 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch import nn
 from torch.distributions import Normal, kl_divergence
 
 from datamodules.generation import load_digits_tensor
 from lightning_modules.vae import VAEModule, interpolate_latents, kl_to_standard_normal
 from networks.vae import ConvVAE
+from tiny_configs import tiny_feature_file
 
 TINY_NET = ["--model.init_args.network.init_args.widths=[8, 16, 16, 16]", "--model.init_args.network.init_args.latent_dim=8"]
 
 
-class TinyFeatures(nn.Module):
-    """A fixed random conv net standing in for the Inception: uint8 (N, 3, H, W) -> (N, 8)."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 8, 3, stride=2)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.conv(images.float() / 127.5 - 1)).mean(dim=(2, 3))
-
-
 @pytest.fixture(scope="module")
 def features_file(tmp_path_factory) -> str:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("fid") / "tiny-features.pt"
-    torch.jit.script(TinyFeatures()).save(str(path))
-    return str(path)
+    return tiny_feature_file(tmp_path_factory.mktemp("fid"), width=8)
 
 
 def fid_args(features_file: str, num_samples: int = 64) -> list[str]:

@@ -1,6 +1,10 @@
 """Tiny versions of every task's embedded config, shared by the cross-task tests."""
 
+from pathlib import Path
+
+import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from torch import nn
 
 # The SR default (configs/sr/default.yaml) at test size: float32 (its auto_bf16 would pick bf16 on
 # CPUs with AMX), no progress bar, one validation batch.
@@ -52,6 +56,18 @@ TASKS = {
         "--model.init_args.perceptual.init_args.layer_weights={relu2_2: 1.0}",
         "--data.init_args.crop_size=48", "--data.init_args.batch_size=2", "--data.init_args.repeats=1",
     ]),
+    # Translation: dropout off, as its masks are drawn in memory order, so that channels_last would
+    # draw other (equally random) ones.
+    "translation": ("configs/translation/embedded.yaml", 2, [
+        "--model.init_args.generator.init_args.num_downs=3", "--model.init_args.generator.init_args.ngf=4",
+        "--model.init_args.generator.init_args.dropout=0",
+        "--model.init_args.discriminator.init_args.ndf=4", "--model.init_args.discriminator.init_args.n_layers=1",
+        "--model.init_args.perceptual=lightning_modules.perceptual.PerceptualLoss",
+        "--model.init_args.perceptual.init_args.pretrained=false",
+        "--model.init_args.perceptual.init_args.layer_weights={relu2_2: 1.0}",
+        "--data.init_args.load_size=24", "--data.init_args.crop_size=16", "--data.init_args.eval_size=24",
+        "--data.init_args.batch_size=2", "--data.init_args.repeats=1",
+    ]),
     "segmentation": ("configs/segmentation/embedded.yaml", 1, [
         "--model.init_args.net.init_args.widths=[4, 8, 16]", "--data.init_args.num_train=8",
         "--data.init_args.num_val=8", "--data.init_args.num_test=8", "--data.init_args.batch_size=4",
@@ -69,3 +85,22 @@ class StopAfterEpochs(Callback):
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if trainer.current_epoch + 1 >= self.epochs:
             trainer.should_stop = True
+
+
+class TinyFeatures(nn.Module):
+    """A fixed random conv net standing in for the FID Inception: uint8 (N, 3, H, W) -> (N, width)."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(3, width, 3, stride=2), nn.Tanh(), nn.Conv2d(width, width, 3), nn.Tanh())
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images.float() / 127.5 - 1).mean(dim=(2, 3))
+
+
+def tiny_feature_file(folder: Path, width: int) -> str:
+    """A TorchScript feature file for ``fid.feature_extractor``, the same for a given width."""
+    torch.manual_seed(0)
+    path = folder / "tiny-features.pt"
+    torch.jit.script(TinyFeatures(width)).save(str(path))
+    return str(path)
