@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,23 @@ def predict_inputs(
     if bad:
         raise ImageReadError(path, f"{len(bad)} of {len(files)} input image(s) cannot be read, nothing was written: " + "; ".join(bad))
     return named
+
+
+class PredictImages(Dataset):
+    """The inputs of a predict run (a file or folder, see :func:`predict_inputs`) as ``{key: image
+    in [0, 1], "output_name": "<relative name>.png"}``; ``files`` are never overwritten by predict."""
+
+    def __init__(self, path: str, max_pixels: int, key: str):
+        self.inputs = predict_inputs(path, max_pixels)
+        self.files = [file for file, _ in self.inputs]
+        self.max_pixels, self.key = max_pixels, key
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def __getitem__(self, index: int) -> dict:
+        path, name = self.inputs[index]
+        return {self.key: read_image(path, self.max_pixels).float().div(255), "output_name": f"{name}.png"}
 
 
 def _open_checked(path: Path, max_pixels: int, kind: str | None = None) -> Image.Image:

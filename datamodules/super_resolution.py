@@ -26,7 +26,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.embedded import EMBEDDED_TRAIN, EMBEDDED_VAL
-from datamodules.image_io import DEFAULT_MAX_PIXELS, ImageReadError, image_size, list_images, predict_inputs, read_image
+from datamodules.image_io import DEFAULT_MAX_PIXELS, ImageReadError, PredictImages, image_size, list_images, read_image
 from datamodules.loaders import make_loader
 from datamodules.matlab_resize import imresize
 
@@ -173,22 +173,6 @@ def _matching_lr(hr_path: Path, lr_dir: Path) -> Path:
     return candidates[0]
 
 
-class SRPredictDataset(Dataset):
-    """LR images to upscale; ``files`` are protected from being overwritten by predict."""
-
-    def __init__(self, path: str, max_pixels: int):
-        self.inputs = predict_inputs(path, max_pixels)
-        self.files = [file for file, _ in self.inputs]
-        self.max_pixels = max_pixels
-
-    def __len__(self) -> int:
-        return len(self.inputs)
-
-    def __getitem__(self, index: int) -> dict:
-        path, name = self.inputs[index]
-        return {"lr": _to_float(read_image(path, self.max_pixels)), "output_name": f"{name}.png"}
-
-
 class SuperResolutionDataModule(LightningDataModule):
     """(LR, HR) pairs for training and evaluation, LR images for predict.
 
@@ -250,7 +234,7 @@ class SuperResolutionDataModule(LightningDataModule):
         if stage == "predict":
             if not hp.predict_path:
                 raise ValueError("predict needs input images: set --data.predict_path to an image file or folder")
-            self.predict_set = SRPredictDataset(hp.predict_path, hp.max_pixels)
+            self.predict_set = PredictImages(hp.predict_path, hp.max_pixels, key="lr")
 
     def train_dataloader(self) -> DataLoader:
         hp = self.hparams

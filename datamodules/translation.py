@@ -40,7 +40,7 @@ from torchvision.datasets.utils import download_and_extract_archive
 from torchvision.transforms import v2
 
 from datamodules.embedded import EMBEDDED_TRAIN, EMBEDDED_VAL
-from datamodules.image_io import DEFAULT_MAX_PIXELS, ImageReadError, image_size, list_images, predict_inputs, read_image
+from datamodules.image_io import DEFAULT_MAX_PIXELS, ImageReadError, PredictImages, image_size, list_images, read_image
 from datamodules.loaders import make_loader
 
 #: The pix2pix datasets on the authors' server, and where each archive is.
@@ -211,22 +211,6 @@ class PairDataset(Dataset):
                 "target": target.as_subclass(torch.Tensor).float().div(255)}
 
 
-class PredictDataset(Dataset):
-    """Input images at their own size."""
-
-    def __init__(self, path: str, max_pixels: int):
-        self.inputs = predict_inputs(path, max_pixels)
-        self.files = [file for file, _ in self.inputs]
-        self.max_pixels = max_pixels
-
-    def __len__(self) -> int:
-        return len(self.inputs)
-
-    def __getitem__(self, index: int) -> dict:
-        path, name = self.inputs[index]
-        return {"input": read_image(path, self.max_pixels).float().div(255), "output_name": f"{name}.png"}
-
-
 def collate_same_size(samples: list[dict]) -> dict:
     """The default collate, with an error naming the option when whole images of several sizes meet."""
     sizes = {tuple(sample["input"].shape) for sample in samples}
@@ -355,7 +339,7 @@ class TranslationDataModule(LightningDataModule):
         if stage == "predict":
             if not hp.predict_path:
                 raise ValueError("predict needs input images: set --data.init_args.predict_path to an image file or folder")
-            self.predict_set = PredictDataset(hp.predict_path, hp.max_pixels)
+            self.predict_set = PredictImages(hp.predict_path, hp.max_pixels, key="input")
 
     def train_dataloader(self) -> DataLoader:
         hp = self.hparams

@@ -8,6 +8,7 @@ prints it from the logged metrics at the end of fit and writes the example into 
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -19,15 +20,17 @@ from datamodules.image_io import save_image
 from lightning_modules.run_logging import run_dir
 
 
-class StagedEvaluation:
+class StagedEvaluation(ABC):
     """Validation and test hooks of a LightningModule (list it before the LightningModule base),
     calling the task's ``evaluate_batch(batch, batch_idx, stage)`` and ``log_evaluation(stage)``."""
 
+    @abstractmethod
     def evaluate_batch(self, batch: dict, batch_idx: int, stage: str) -> None:
-        raise NotImplementedError
+        """Update the ``stage`` ("val" or "test") metrics with one batch."""
 
+    @abstractmethod
     def log_evaluation(self, stage: str) -> None:
-        raise NotImplementedError
+        """Log the ``stage`` metrics of the pass that ended, and reset them."""
 
     def start_evaluation(self, stage: str) -> None:
         """Before each validation or test pass (nothing by default)."""

@@ -23,7 +23,7 @@ from torchmetrics import Metric
 from lightning_modules.adversarial import AdversarialModule
 from lightning_modules.evaluation import StagedEvaluation, Summary
 from lightning_modules.fid import GenerativeMetrics, keep_fid_optional
-from lightning_modules.run_logging import log_image_grid
+from lightning_modules.run_logging import ImageRows
 from lightning_modules.perceptual import PerceptualLoss
 from lightning_modules.sr_metrics import SuperResolutionMetrics
 
@@ -125,9 +125,8 @@ class InpaintingModule(StagedEvaluation, AdversarialModule):
         self.perceptual = perceptual
         self.fid = fid
         keep_fid_optional(self)
-        self.num_grid_images = num_grid_images
         self.metrics = nn.ModuleDict({"val": InpaintingMetrics(), "test": InpaintingMetrics()})
-        self._grid: list[Tensor] = []
+        self._grid = ImageRows(num_grid_images)
 
     # ----------------------------------------------------------------- GAN hooks
     def generate(self, batch: dict) -> Tensor:
@@ -167,10 +166,8 @@ class InpaintingModule(StagedEvaluation, AdversarialModule):
         if self.fid is not None:
             self.fid.add_real(self, image * 2 - 1)
             self.fid.add_fake(self, output * 2 - 1)
-        if stage == "val" and len(self._grid) < self.num_grid_images:
-            take = self.num_grid_images - len(self._grid)
-            for triple in zip(show_holes(image, mask)[:take], output[:take], image[:take]):
-                self._grid.append(torch.stack(triple))
+        if stage == "val":
+            self._grid.add(show_holes(image, mask), output, image)
 
     def log_evaluation(self, stage: str) -> None:
         values = {f"{stage}/{name}": value for name, value in self.metrics[stage].compute().items()}
@@ -178,9 +175,7 @@ class InpaintingModule(StagedEvaluation, AdversarialModule):
         self.log_dict(values, sync_dist=False, prog_bar=stage == "val")  # metrics are already synced
         if self.fid is not None:
             self.fid.log(self, f"{stage}/", prog_bar=stage == "val")
-        if self._grid:
-            log_image_grid(self, f"{stage}/masked_output_truth", torch.cat(self._grid), nrow=3)
-        self._grid = []
+        self._grid.log(self, f"{stage}/masked_output_truth")
 
     def start_evaluation(self, stage: str) -> None:
         # FID's real side is each evaluation's ground truth, recomputed every time, so FID stays

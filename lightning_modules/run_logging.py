@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 import torchvision
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
@@ -42,3 +43,26 @@ def log_image_grid(module: LightningModule, key: str, images: torch.Tensor, nrow
             logger.experiment.add_image(key, grid, global_step=step)
         elif logger.log_dir is not None:
             save_image(grid, Path(logger.log_dir) / "images" / f"{key.replace('/', '_')}_step{step:07d}.png")
+
+
+class ImageRows:
+    """Up to ``limit`` rows of images (e.g. input | output | target) gathered over an evaluation
+    pass and logged as one grid, one row per sample; images of different sizes are padded."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.rows: list[tuple[torch.Tensor, ...]] = []
+
+    def add(self, *columns: torch.Tensor) -> None:
+        """One batch: each column (N, 3, H, W) in [0, 1]."""
+        take = self.limit - len(self.rows)
+        if take > 0:
+            self.rows.extend(zip(*(column[:take] for column in columns)))
+
+    def log(self, module: LightningModule, key: str) -> None:
+        if self.rows:
+            images = [image for row in self.rows for image in row]
+            height, width = max(i.shape[-2] for i in images), max(i.shape[-1] for i in images)
+            padded = torch.stack([F.pad(i, (0, width - i.shape[-1], 0, height - i.shape[-2])) for i in images])
+            log_image_grid(module, key, padded, nrow=len(self.rows[0]))
+        self.rows = []

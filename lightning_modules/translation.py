@@ -27,7 +27,7 @@ from lightning_modules.adversarial import AdversarialModule
 from lightning_modules.evaluation import StagedEvaluation, Summary
 from lightning_modules.fid import GenerativeMetrics, keep_fid_optional
 from lightning_modules.perceptual import PerceptualLoss
-from lightning_modules.run_logging import log_image_grid
+from lightning_modules.run_logging import ImageRows
 from lightning_modules.sr_metrics import SuperResolutionMetrics
 
 #: Logged metric names (``val/<name>``, ``val/baseline_<name>``, ``test/...``) besides FID.
@@ -66,12 +66,6 @@ class QualityMetrics(nn.Module):
         self.baseline.reset()
 
 
-def pad_to_common_size(images: list[Tensor]) -> Tensor:
-    """(C, H, W) images of different sizes, padded (bottom, right) to the largest, stacked."""
-    height, width = max(i.shape[-2] for i in images), max(i.shape[-1] for i in images)
-    return torch.stack([F.pad(i, (0, width - i.shape[-1], 0, height - i.shape[-2])) for i in images])
-
-
 class TranslationModule(StagedEvaluation, AdversarialModule):
     """pix2pix: U-Net generator, conditional PatchGAN, GAN + L1 (+ perceptual) generator loss.
 
@@ -103,9 +97,8 @@ class TranslationModule(StagedEvaluation, AdversarialModule):
         self.perceptual = perceptual
         self.fid = fid
         keep_fid_optional(self)
-        self.num_grid_images = num_grid_images
         self.metrics = nn.ModuleDict({"val": QualityMetrics(), "test": QualityMetrics()})
-        self._grid: list[Tensor] = []
+        self._grid = ImageRows(num_grid_images)
 
     # ----------------------------------------------------------------- GAN hooks
     def training_step(self, batch: dict, batch_idx: int) -> None:
@@ -143,10 +136,8 @@ class TranslationModule(StagedEvaluation, AdversarialModule):
         if self.fid is not None:
             self.fid.add_real(self, signed(target))
             self.fid.add_fake(self, signed(output))
-        if stage == "val" and len(self._grid) < self.num_grid_images:
-            take = self.num_grid_images - len(self._grid)
-            for triple in zip(source[:take], output[:take], target[:take]):
-                self._grid.append(torch.stack(triple))
+        if stage == "val":
+            self._grid.add(source, output, target)
 
     def log_evaluation(self, stage: str) -> None:
         values = {f"{stage}/{name}": value for name, value in self.metrics[stage].compute().items()}
@@ -154,10 +145,7 @@ class TranslationModule(StagedEvaluation, AdversarialModule):
         self.log_dict(values, sync_dist=False, prog_bar=stage == "val")  # metrics are already synced
         if self.fid is not None:
             self.fid.log(self, f"{stage}/", prog_bar=stage == "val")
-        if self._grid:
-            images = pad_to_common_size([image for triple in self._grid for image in triple])
-            log_image_grid(self, f"{stage}/input_output_target", images, nrow=3)
-        self._grid = []
+        self._grid.log(self, f"{stage}/input_output_target")
 
     def start_evaluation(self, stage: str) -> None:
         # FID's real side is each evaluation's ground truth, recomputed every time, so FID stays
