@@ -1,4 +1,4 @@
-"""Command-line entry point for every task: ``python train.py fit|validate|test|predict --config ...``.
+"""Command-line entry point for every task: ``python train.py fit|validate|test|predict|export --config ...``.
 
 The model and data classes come from the config (``class_path``/``init_args``). Besides the
 Trainer's own arguments the CLI adds always-on callbacks, each configurable from YAML:
@@ -22,6 +22,7 @@ import sys
 import warnings
 import zipfile
 from pathlib import Path
+from typing import Literal
 
 import torch
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
@@ -42,6 +43,7 @@ from lightning_modules.callbacks import (
     SeedEveryEpoch,
 )
 from lightning_modules.evaluation import EvaluationSummary
+from lightning_modules.export import export_network
 from lightning_modules.run_logging import run_dir
 from lightning_modules.schedules import RunLengthSchedules
 
@@ -91,12 +93,58 @@ LINKS = [
     ("data.init_args.patch_size", "model.init_args.discriminator.init_args.input_size"),
     *(("data.init_args.image_size", f"model.init_args.{net}.init_args.image_size") for net in ("generator", "discriminator", "network")),
     ("model.init_args.num_classes", "model.init_args.net.init_args.num_classes"),
+    ("data.init_args.input_frames", "model.init_args.input_frames"),
+    ("data.init_args.output_frames", "model.init_args.output_frames"),
 ]
 #: The channels of generation data (the dataset's own unless given), to every network that has them.
 CHANNEL_LINKS = [f"model.init_args.{net}.init_args.channels" for net in ("generator", "discriminator", "network")]
 
 
+class ResearchTrainer(Trainer):
+    """Lightning's Trainer with one more command, ``export``."""
+
+    def export(
+        self,
+        model: LightningModule,
+        datamodule: LightningDataModule | None = None,
+        output: str = "",
+        format: Literal["onnx", "torchscript"] = "onnx",
+        ckpt_path: str | None = None,
+        weights_only: bool = True,
+    ) -> Path:
+        """Write the task's evaluation network (the EMA generator where there is one) to an ONNX or TorchScript file.
+
+        Args:
+            output: the file to write (``.onnx`` / ``.pt``); never the checkpoint itself.
+            format: ``onnx`` (run with ONNX Runtime; needs the ``export`` extra) or ``torchscript``.
+            ckpt_path: the Lightning checkpoint whose weights to export; without it, the config's
+                weights (e.g. ``model.init_args.pretrained_generator``).
+            weights_only: as for the other commands.
+        """
+        if not output:
+            raise ValueError("export needs --output FILE (e.g. model.onnx or model.pt)")
+        if not hasattr(model, "export_spec"):
+            raise ValueError(f"{type(model).__name__} has no export_spec(): this task does not export")
+        if ckpt_path is not None and Path(output).resolve() == Path(ckpt_path).resolve():
+            raise ValueError(f"--output {output} is the checkpoint being exported: choose another file")
+        if ckpt_path is not None:
+            checkpoint = load_checkpoint_file(Path(ckpt_path), weights_only)
+            model.on_load_checkpoint(checkpoint)
+            model.load_state_dict(checkpoint["state_dict"])
+        elif hasattr(model, "load_pretrained_generator"):
+            model.load_pretrained_generator()
+        metadata = {"model_class": f"{type(model).__module__}.{type(model).__qualname__}",
+                    "weights": ckpt_path or getattr(model, "pretrained_generator", None) or "config (no checkpoint)"}
+        written = export_network(model.eval().export_spec(), output, format, metadata)
+        print(f"Exported {type(model).__name__} to {written} ({format}); outputs match PyTorch's")
+        return written
+
+
 class ResearchCLI(LightningCLI):
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        return LightningCLI.subcommands() | {"export": {"model", "datamodule"}}
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         for source, target in LINKS:
             parser.link_arguments(source, target)
@@ -148,8 +196,8 @@ class ResearchCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
-        if self.subcommand == "predict":
-            config.trainer.logger = False  # predict writes only images: no run folder per call
+        if self.subcommand in ("predict", "export"):
+            config.trainer.logger = False  # these write only their outputs: no run folder per call
         if config.auto_bf16 and config.trainer.precision is None and native_bf16(config.trainer):
             config.trainer.precision = "bf16-mixed"
             print("auto_bf16: this machine runs bfloat16 natively, so trainer.precision=bf16-mixed")
@@ -239,6 +287,7 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> ResearchCLI:
         cli = ResearchCLI(
             LightningModule,
             LightningDataModule,
+            trainer_class=ResearchTrainer,
             subclass_mode_model=True,
             subclass_mode_data=True,
             seed_everything_default=0,

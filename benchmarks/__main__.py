@@ -24,7 +24,7 @@ from pathlib import Path
 
 from benchmarks.common import SUMMARY_FIELDS
 
-TASKS = ("sr", "esrgan", "gan", "vae", "inpainting", "segmentation", "translation")
+TASKS = ("sr", "esrgan", "gan", "vae", "inpainting", "segmentation", "translation", "style", "sequence")
 WITH_FID = {"gan", "vae"}
 
 

@@ -24,6 +24,7 @@ from benchmarks.common import (
     medians, peak_rss_mib, per_second, pipeline_samples_per_second, reset_peak_rss, seconds_per_call, timed_fit,
     training_peak_rss_mib, validated, write_summary,
 )
+from benchmarks.export import exported_throughput
 from benchmarks.overhead import overhead_ratio
 from lightning_modules.budget import TimeBudget
 from lightning_modules.callbacks import NetworkOptions
@@ -156,6 +157,7 @@ def main() -> None:
     pipeline = pipeline_samples_per_second(cli.datamodule.train_dataloader(), 20)
     predict = {tile: predict_throughput(model, tile) for tile in (0, 64)}
     predict_bf16 = predict_throughput(model, 0, bf16=True)
+    exported = exported_throughput(model)
     cli.datamodule.setup("validate")
     fidelity = _bf16_fidelity(model, cli.datamodule.val_set[0]["lr"][None])
     rows = [
@@ -175,6 +177,8 @@ def main() -> None:
         ("predict throughput, tiles of 64", f"{predict[64]:.3f} MP/s"),
         ("predict throughput, whole image, bf16 autocast", f"{predict_bf16:.3f} MP/s ({predict_bf16 / predict[0]:.2f}x fp32)"),
         ("bf16 vs fp32 output (8-bit PSNR, first val photo)", f"{fidelity:.1f} dB"),
+        ("predict throughput, exported: ONNX Runtime / TorchScript / PyTorch (128x128 LR)",
+         f"{exported['onnxruntime']:.3f} / {exported['torchscript']:.3f} / {exported['pytorch']:.3f} MP/s"),
     ]
     generator, scale = model.generator, model.scale
     for lr_size, tile in ((512, 0), (512, 128), (2048, 128)):
@@ -191,7 +195,7 @@ def main() -> None:
         quality=f"PSNR-Y {gain:+.2f} dB over bicubic ({metrics['val/psnr_y']:.2f} vs {metrics['val/bicubic_psnr_y']:.2f})",
         step_ratio=overhead["ratio"], train_samples_per_s=len(batch["hr"]) / overhead["lightning_s"],
         pipeline_samples_per_s=pipeline, peak_memory_mib=peak_memory,
-        predict=f"{predict[0]:.2f} MP/s ({predict_bf16:.2f} bf16)",
+        predict=f"{predict[0]:.2f} MP/s ({predict_bf16:.2f} bf16, {exported['onnxruntime']:.2f} ONNX Runtime)",
     )
 
 

@@ -22,6 +22,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from lightning_modules.augment import DiffAugment
 from lightning_modules.checks import checked_sum
 from lightning_modules.gan_losses import LOSSES, GANLoss, gradient_penalty, r1_penalty
 
@@ -50,6 +51,9 @@ class AdversarialModule(LightningModule, ABC):
             clipping is not available with manual optimization).
         ema_decay: decay of the generator's exponential moving average (parameters and
             buffers), used for validation and predict; ``null`` turns it off.
+        augment: differentiable augmentation of every discriminator input, real and fake, in both
+            steps (:class:`~lightning_modules.augment.DiffAugment`, optionally adaptive as ADA);
+            ``null`` = none.
     """
 
     def __init__(
@@ -69,6 +73,7 @@ class AdversarialModule(LightningModule, ABC):
         gradient_clip_val: float | None = None,
         gradient_clip_algorithm: Literal["norm", "value"] = "norm",
         ema_decay: float | None = 0.999,
+        augment: DiffAugment | None = None,
     ):
         super().__init__()
         if loss == "wgan-gp" and gradient_penalty_weight <= 0:
@@ -91,6 +96,7 @@ class AdversarialModule(LightningModule, ABC):
         self.r1_weight = r1_weight
         self.discriminator_steps = discriminator_steps
         self.gradient_clip_val, self.gradient_clip_algorithm = gradient_clip_val, gradient_clip_algorithm
+        self.augment = augment
         self.generator_ema: AveragedModel | None = None
         if ema_decay is not None:
             self.generator_ema = AveragedModel(
@@ -135,7 +141,10 @@ class AdversarialModule(LightningModule, ABC):
             logs |= self.generator_step(opt_g, real, fake, batch)
             if self.generator_ema is not None:
                 self.generator_ema.update_parameters(self.generator)
-        self.log_dict(logs)
+        # Only on the steps Lightning hands to the loggers (every `log_every_n_steps` batches):
+        # each `log` call costs a visible share of a small network's step.
+        if self.trainer._logger_connector.should_update_logs:
+            self.log_dict(logs)
 
     def discriminator_step(self, optimizer, real: Tensor, fake: Tensor, batch: dict) -> dict[str, Tensor]:
         with self.toggled_optimizer(optimizer):
@@ -143,11 +152,11 @@ class AdversarialModule(LightningModule, ABC):
             fake_input = self.discriminator_input(fake, batch)
             if self.r1_weight > 0:
                 real_input = real_input.detach().requires_grad_(True)
-            real_logits = self.discriminator(real_input)
-            fake_logits = self.discriminator(fake_input)
+            real_logits = self.judge(real_input)
+            fake_logits = self.judge(fake_input)
             terms = {"adversarial": self.discriminator_loss(real_logits, fake_logits)}
             if self.gradient_penalty_weight > 0:
-                penalty = gradient_penalty(self.discriminator, real_input, fake_input)
+                penalty = gradient_penalty(self.judge, real_input, fake_input)
                 terms["gradient_penalty"] = self.gradient_penalty_weight * penalty
             if self.r1_weight > 0:
                 terms["r1"] = self.r1_weight * r1_penalty(real_logits, real_input)
@@ -156,21 +165,30 @@ class AdversarialModule(LightningModule, ABC):
         logs = _term_logs("train/d_", terms, loss)
         logs["train/d_real_logit"] = real_logits.detach().mean()
         logs["train/d_fake_logit"] = fake_logits.detach().mean()
+        if self.augment is not None:
+            self.augment.observe(real_logits.detach(), len(real))
+            logs["train/augment_p"] = self.augment.p
         return logs
 
     def generator_step(self, optimizer, real: Tensor, fake: Tensor, batch: dict) -> dict[str, Tensor]:
         with self.toggled_optimizer(optimizer):
-            fake_logits = self.discriminator(self.discriminator_input(fake, batch))
+            fake_logits = self.judge(self.discriminator_input(fake, batch))
             real_logits = None
             if self.loss_name == "ragan":
                 with torch.no_grad():
-                    real_logits = self.discriminator(self.discriminator_input(real, batch))
+                    real_logits = self.judge(self.discriminator_input(real, batch))
             terms = {"adversarial": self.adversarial_weight * self.generator_loss(fake_logits, real_logits)}
             terms |= self.extra_generator_losses(fake, batch)
             loss = self._checked_sum(terms, "generator")
             self._optimize(optimizer, loss)
         logs = _term_logs("train/g_", terms, loss)
         return logs
+
+    def judge(self, discriminator_input: Tensor) -> Tensor:
+        """The discriminator's logits for an input, augmented first when ``augment`` is set."""
+        if self.augment is not None:
+            discriminator_input = self.augment(discriminator_input)
+        return self.discriminator(discriminator_input)
 
     def _optimize(self, optimizer, loss: Tensor) -> None:
         optimizer.zero_grad(set_to_none=True)

@@ -16,9 +16,10 @@ from torch import Tensor, nn
 
 from lightning_modules.adversarial import AdversarialModule
 from lightning_modules.evaluation import StagedEvaluation, Summary
+from lightning_modules.export import ExportSpec
 from lightning_modules.gan_losses import GANLoss
 from lightning_modules.generator_weights import LoadsPretrainedGenerator
-from lightning_modules.perceptual import PerceptualLoss
+from lightning_modules.perceptual import FeatureLoss
 from lightning_modules.super_resolution import SuperResolutionEvaluation
 
 
@@ -40,9 +41,9 @@ class ESRGANModule(LoadsPretrainedGenerator, StagedEvaluation, AdversarialModule
             keys in any ESRGAN/BasicSR layout (:mod:`lightning_modules.generator_weights`). Loaded
             when a run starts, unless the run restores a checkpoint (resume, validate, predict).
         pixel_weight: weight of the L1 loss between the output and the HR image (ESRGAN: 1e-2).
-        perceptual: VGG19 perceptual loss with its own weight (ESRGAN: conv5_4 before
-            activation, L1, weight 1.0); ``null`` leaves it out (same as weight 0, and needs no
-            VGG weights).
+        perceptual: feature loss with its own weight (ESRGAN: VGG19 conv5_4 before activation,
+            L1, weight 1.0; or LPIPS, see :mod:`lightning_modules.perceptual`); ``null`` leaves it
+            out (same as weight 0, and needs no VGG weights).
         loss / adversarial_weight: adversarial loss and its weight (ESRGAN: ``ragan``, 5e-3).
         lpips / lpips_net: LPIPS (torchmetrics) of model, bicubic and raw generator at validation
             and test, see :class:`~lightning_modules.super_resolution.SuperResolutionEvaluation`.
@@ -57,7 +58,7 @@ class ESRGANModule(LoadsPretrainedGenerator, StagedEvaluation, AdversarialModule
         scale: int = 4,
         pretrained_generator: str | None = None,
         pixel_weight: float = 1e-2,
-        perceptual: PerceptualLoss | None = None,
+        perceptual: FeatureLoss | None = None,
         loss: GANLoss = "ragan",
         adversarial_weight: float = 5e-3,
         lpips: Literal["disabled", "optional", "required"] = "disabled",
@@ -98,10 +99,6 @@ class ESRGANModule(LoadsPretrainedGenerator, StagedEvaluation, AdversarialModule
         "option at its last.ckpt"
     )
 
-    def pretrained_generator_loaded(self) -> None:
-        if self.generator_ema is not None:
-            self.generator_ema.module.load_state_dict(self.generator.state_dict())
-
     # ----------------------------------------------------------------- evaluation
     def upscale(self, lr: Tensor) -> Tensor:
         return self.evaluation.upscale(self.eval_generator(), lr)
@@ -119,4 +116,7 @@ class ESRGANModule(LoadsPretrainedGenerator, StagedEvaluation, AdversarialModule
 
     def evaluation_summary(self) -> Summary:
         return self.evaluation.summary(self.eval_generator(), self.device)
+
+    def export_spec(self) -> ExportSpec:
+        return self.evaluation.export_spec(self.eval_generator())
 

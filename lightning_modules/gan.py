@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import update_bn
 
 from lightning_modules.adversarial import AdversarialModule
+from lightning_modules.export import ExportSpec, ImageNetwork, latent_inputs
 from lightning_modules.fid import GenerativeMetrics, keep_fid_optional
 from lightning_modules.run_logging import log_image_grid
 
@@ -139,6 +140,16 @@ class GANModule(AdversarialModule):
             if self.fid is not None:
                 self.fid.add_samples(self, partial(self.sample_noise, raw=raw), self.sample_batch_size, seed=10_000)
                 self.fid.log(self, "val/", suffix, prog_bar=not suffix)
+
+    def export_spec(self) -> ExportSpec:
+        """The evaluation (EMA) generator: latents to images, any batch size."""
+        g = self.generator
+        return ExportSpec(
+            ImageNetwork(self.eval_generator(), signed_output=True), ("z",), "image", latent_inputs(self.latent_dim),
+            ((1, 0, 0), (3, 0, 0)), {"z": {0: "batch"}},
+            {"task": "generation (GAN)", "z": f"(N, {self.latent_dim}) standard normal latents",
+             "image": f"(N, {g.channels}, {g.image_size}, {g.image_size}) in [0, 1]"},
+        )
 
     # ----------------------------------------------------------------- predict
     def on_predict_start(self) -> None:

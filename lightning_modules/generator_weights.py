@@ -1,9 +1,12 @@
-"""Generator weights from a file (``model.init_args.pretrained_generator``) for both SR modules.
+"""Generator weights from a file (``model.init_args.pretrained_generator``) for both SR modules
+and the pix2pix translation module.
 
 Read: a Lightning checkpoint (its ``generator_ema.module.*`` weights, else ``generator.*``), a
 BasicSR / Real-ESRGAN file (``params_ema``, else ``params``) or a plain state dict, with RRDBNet
 keys in any of the three layouts in circulation (converted by
-:func:`networks.rrdbnet.to_basicsr_keys`). A file that does not fit the configured generator
+:func:`networks.rrdbnet.to_basicsr_keys`); pytorch-CycleGAN-and-pix2pix's ``latest_net_G.pth``
+files are plain state dicts in the layout of :class:`networks.pix2pix.UNetGenerator`. Files
+saved before PyTorch counted batch-norm batches (no ``num_batches_tracked``) load too. A file that does not fit the configured generator
 stops the run naming the missing, unexpected and mis-shaped keys and, for RRDBNet files, the
 arguments the file would fit.
 """
@@ -40,14 +43,17 @@ class LoadsPretrainedGenerator:
     checkpoint (whose weights win: resuming or evaluating a checkpoint does not need the file).
 
     ``pretrained_generator_kind`` / ``pretrained_generator_hint`` word the error for a missing
-    file; ``pretrained_generator_loaded()`` runs after loading (ESRGAN copies into the EMA)."""
+    file; ``pretrained_generator_loaded()`` runs after loading."""
 
     pretrained_generator: str | None
     pretrained_generator_kind = "generator weights"
     pretrained_generator_hint = ""
 
     def pretrained_generator_loaded(self) -> None:
-        pass
+        """The EMA generator, where there is one, starts as a copy of the loaded weights."""
+        ema = getattr(self, "generator_ema", None)
+        if ema is not None:
+            ema.module.load_state_dict(self.generator.state_dict())
 
     def load_pretrained_generator(self) -> None:
         if self.pretrained_generator is None or getattr(self, "_pretrained_generator_done", False):
@@ -62,7 +68,7 @@ class LoadsPretrainedGenerator:
         self._pretrained_generator_done = True  # the checkpoint's weights win over pretrained_generator
         super().on_load_checkpoint(checkpoint)
 
-    # Each start hook loads the file first, then runs the inherited hook (ESRGAN's EMA start).
+    # Each start hook loads the file first, then runs the inherited hook (the GAN core's EMA start).
     on_fit_start = _loading_first("on_fit_start")
     on_validation_start = _loading_first("on_validation_start")
     on_test_start = _loading_first("on_test_start")
@@ -80,6 +86,9 @@ def load_generator_weights(generator: nn.Module, path: str, kind: str = "generat
         state = to_basicsr_keys(state)
     except ValueError as err:
         raise ValueError(f"{path} ({OPTION}): {err}") from err
+    for key, value in generator.state_dict().items():
+        if key.endswith("num_batches_tracked"):
+            state.setdefault(key, value)  # only counts batches; not in files saved before PyTorch 0.4.1
     try:
         generator.load_state_dict(state)
     except RuntimeError as err:

@@ -4,7 +4,7 @@ Masks are (N, 1, H, W) with **1 = hole**. The output is always composited: known
 copied from the input bit for bit, the generator only fills the holes.
 
 Generator loss = ``hole_l1_weight * L1(holes) + valid_l1_weight * L1(known pixels)`` on the
-raw prediction, ``+ perceptual(composite, image)`` (VGG19, optional), ``+ adversarial_weight *
+raw prediction, ``+ perceptual(composite, image)`` (VGG content and style, optional), ``+ adversarial_weight *
 hinge`` from an SN-PatchGAN that sees the composite and the mask.
 
 Evaluation (the MMagic protocol): PSNR and SSIM on the whole composited image (8-bit, RGB,
@@ -22,9 +22,10 @@ from torchmetrics import Metric
 
 from lightning_modules.adversarial import AdversarialModule
 from lightning_modules.evaluation import StagedEvaluation, Summary
+from lightning_modules.export import IMAGE_AXES, ExportSpec, checked_sizes, image_inputs
 from lightning_modules.fid import GenerativeMetrics, keep_fid_optional
 from lightning_modules.run_logging import ImageRows
-from lightning_modules.perceptual import PerceptualLoss
+from lightning_modules.perceptual import FeatureLoss
 from lightning_modules.sr_metrics import SuperResolutionMetrics
 
 #: Logged metric names (``val/<name>``, ``test/<name>``) besides FID.
@@ -93,6 +94,25 @@ class InpaintingMetrics(nn.Module):
         self.masked_l1.reset()
 
 
+class CompositedGenerator(nn.Module):
+    """The generator's prediction, clamped, in the holes; the known pixels everywhere else."""
+
+    def __init__(self, generator: nn.Module):
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, image: Tensor, mask: Tensor) -> Tensor:
+        return composite(self.generator(image, mask).clamp(0, 1), image, mask)
+
+
+def image_and_mask_inputs(batch: int, height: int, width: int) -> tuple[Tensor, Tensor]:
+    """Random images known only in their top-left corner: a hole that reaches every level of the fill."""
+    (image,) = image_inputs(3)(batch, height, width)
+    mask = torch.ones(batch, 1, height, width)
+    mask[..., : max(height // 8, 1), : max(width // 8, 1)] = 0
+    return image, mask
+
+
 class InpaintingModule(StagedEvaluation, AdversarialModule):
     """Gated-conv generator + SN-PatchGAN trained with hole/valid L1, perceptual and hinge losses.
 
@@ -104,8 +124,10 @@ class InpaintingModule(StagedEvaluation, AdversarialModule):
     Args:
         hole_l1_weight / valid_l1_weight: weights of the L1 loss on hole and on known pixels
             of the raw prediction (DeepFill v2: 1 and 1).
-        perceptual: VGG19 perceptual loss on the composite (real weights or a local file, see
-            :class:`~lightning_modules.perceptual.PerceptualLoss`); ``null`` turns it off.
+        perceptual: feature loss of the composite against the image: VGG content and style
+            terms (partial-conv / LaMa training: ``style_layer_weights``, ``style_weight``), or
+            LPIPS (real weights or a local file, see :mod:`lightning_modules.perceptual`);
+            ``null`` turns it off.
         fid: FID of the composites against the ground-truth images at every validation
             (``val/fid``) and test; ``null`` turns it off.
         num_grid_images: validation images shown as masked input | output | ground truth.
@@ -115,7 +137,7 @@ class InpaintingModule(StagedEvaluation, AdversarialModule):
         self,
         hole_l1_weight: float = 1.0,
         valid_l1_weight: float = 1.0,
-        perceptual: PerceptualLoss | None = None,
+        perceptual: FeatureLoss | None = None,
         fid: GenerativeMetrics | None = None,
         num_grid_images: int = 8,
         **kwargs,
@@ -182,6 +204,17 @@ class InpaintingModule(StagedEvaluation, AdversarialModule):
         # right when validate/test run on other images than the training run did.
         if self.fid is not None:
             self.fid.forget_real()
+
+    def export_spec(self) -> ExportSpec:
+        """The evaluation (EMA) generator with the composite: image and mask to the filled image."""
+        generator = self.eval_generator()
+        return ExportSpec(
+            CompositedGenerator(generator), ("image", "mask"), "inpainted", image_and_mask_inputs, checked_sizes(1, 32),
+            {"image": IMAGE_AXES, "mask": IMAGE_AXES},
+            {"task": "inpainting", "image": "(N, 3, H, W) RGB in [0, 1] (pixels under the mask are ignored)",
+             "mask": "(N, 1, H, W), 1 = hole to fill, 0 = known pixel",
+             "inpainted": "(N, 3, H, W) RGB in [0, 1], known pixels unchanged"},
+        )
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> list[tuple[str, Tensor]]:
         """The composited output of every image, as ``<name>.png`` (known pixels unchanged)."""

@@ -22,6 +22,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardInd
 
 from lightning_modules.checks import checked_sum
 from lightning_modules.evaluation import Summary
+from lightning_modules.export import IMAGE_AXES, ExportSpec, checked_sizes, image_inputs
 from lightning_modules.run_logging import log_image_grid
 
 
@@ -83,6 +84,18 @@ def segmentation_metrics(num_classes: int, ignore_index: int, prefix: str) -> Me
         },
         prefix=prefix,
     )
+
+
+class MainHead(nn.Module):
+    """The main-head logits of a net that may return ``{"out": ..., "aux": ...}``."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        outputs = self.net(images)
+        return outputs["out"] if isinstance(outputs, dict) else outputs
 
 
 class SegmentationModule(LightningModule):
@@ -200,6 +213,18 @@ class SegmentationModule(LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_metrics(self.test_metrics)
+
+    def export_spec(self) -> ExportSpec:
+        """The net's main head: [0, 1] images to class logits, any batch size; sides that are multiples
+        of the U-Net's ``2**depth`` (predict pads to them), any for the torchvision nets."""
+        multiple = getattr(self.net, "multiple", 1)
+        return ExportSpec(
+            MainHead(self.net), ("image",), "logits", image_inputs(3), checked_sizes(multiple, 32), {"image": IMAGE_AXES},
+            {"task": "segmentation", "image": "(N, 3, H, W) RGB in [0, 1] (normalised inside)",
+             "logits": f"(N, {self.num_classes}, H, W) class logits; argmax over dim 1 = class id",
+             "class_names": ", ".join(self.class_names), "ignore_index": str(self.ignore_index)},
+            multiple,
+        )
 
     def predict_step(self, batch: dict, batch_idx: int) -> list[tuple[str, object]]:
         """For each image: a palette mask of class ids and a colour overlay, at the input's size."""

@@ -13,7 +13,6 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_warn
@@ -23,17 +22,13 @@ from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
 from datamodules.matlab_resize import imresize
 from lightning_modules.checks import checked_sum
 from lightning_modules.evaluation import StagedEvaluation, Summary
+from lightning_modules.export import IMAGE_AXES, ExportSpec, ImageNetwork, checked_sizes, image_inputs
 from lightning_modules.generator_weights import LoadsPretrainedGenerator
+from lightning_modules.perceptual import LPIPS_BACKBONE_WEIGHTS, exclude_from_checkpoints
 from lightning_modules.run_logging import log_image_grid
 from lightning_modules.sr_metrics import METRIC_NAMES, SuperResolutionMetrics
 from lightning_modules.tiling import tiled_forward
 
-#: torchvision ImageNet weights that torchmetrics' LPIPS backbones download.
-LPIPS_BACKBONE_WEIGHTS = {
-    "alex": torchvision.models.AlexNet_Weights.IMAGENET1K_V1,
-    "vgg": torchvision.models.VGG16_Weights.IMAGENET1K_V1,
-    "squeeze": torchvision.models.SqueezeNet1_1_Weights.IMAGENET1K_V1,
-}
 
 
 class SuperResolutionEvaluation(nn.Module):
@@ -122,6 +117,18 @@ class SuperResolutionEvaluation(nn.Module):
         )
 
 
+    def export_spec(self, generator: nn.Module) -> ExportSpec:
+        """``generator`` as a file: whole-image upscaling (no tiling), any batch and LR size (for
+        RRDBNet x2/x1, multiples of its pixel-unshuffle factor)."""
+        multiple = getattr(generator, "unshuffle", 1)
+        return ExportSpec(
+            ImageNetwork(generator), ("lr",), "sr", image_inputs(3), checked_sizes(multiple), {"lr": IMAGE_AXES},
+            {"task": "super-resolution", "scale": str(self.scale),
+             "lr": "(N, 3, h, w) RGB in [0, 1]", "sr": f"(N, 3, {self.scale}h, {self.scale}w) RGB in [0, 1]"},
+            multiple,
+        )
+
+
 def _lpips_metrics(mode: str, net: str, kinds: tuple[str, ...]) -> nn.ModuleDict | None:
     """One LPIPS metric on [0, 1] images per kind of output, or ``None`` (disabled, or optional without weights)."""
     if mode == "disabled":
@@ -141,22 +148,8 @@ def _lpips_metrics(mode: str, net: str, kinds: tuple[str, ...]) -> nn.ModuleDict
         rank_zero_warn(message + " LPIPS is skipped (model.init_args.lpips=optional).")
         return None
     metrics = nn.ModuleDict({kind: copy.deepcopy(metric) for kind in kinds})
-    # Fixed published networks: kept out of checkpoints, so that a checkpoint loads whether or
-    # not LPIPS is on.
-    metrics.register_state_dict_post_hook(_drop_entries)
-    metrics.register_load_state_dict_pre_hook(_keep_current_entries)
+    exclude_from_checkpoints(metrics)  # so that a checkpoint loads whether or not LPIPS is on
     return metrics
-
-
-def _drop_entries(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
-    for key in [key for key in state_dict if key.startswith(prefix)]:
-        del state_dict[key]
-
-
-def _keep_current_entries(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
-    for name, child in module.named_children():
-        for key, value in child.state_dict(prefix=f"{prefix}{name}.").items():
-            state_dict.setdefault(key, value)
 
 
 class SuperResolutionModule(LoadsPretrainedGenerator, StagedEvaluation, LightningModule):
@@ -218,6 +211,9 @@ class SuperResolutionModule(LoadsPretrainedGenerator, StagedEvaluation, Lightnin
 
     def evaluation_summary(self) -> Summary:
         return self.evaluation.summary(self.generator, self.device)
+
+    def export_spec(self) -> ExportSpec:
+        return self.evaluation.export_spec(self.generator)
 
     def configure_optimizers(self):
         optimizer = self.optimizer(self.generator.parameters())

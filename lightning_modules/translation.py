@@ -25,8 +25,10 @@ from torch import Tensor, nn
 
 from lightning_modules.adversarial import AdversarialModule
 from lightning_modules.evaluation import StagedEvaluation, Summary
+from lightning_modules.export import IMAGE_AXES, ExportSpec, ImageNetwork, checked_sizes, image_inputs
 from lightning_modules.fid import GenerativeMetrics, keep_fid_optional
-from lightning_modules.perceptual import PerceptualLoss
+from lightning_modules.generator_weights import LoadsPretrainedGenerator
+from lightning_modules.perceptual import FeatureLoss
 from lightning_modules.run_logging import ImageRows
 from lightning_modules.sr_metrics import SuperResolutionMetrics
 
@@ -66,7 +68,7 @@ class QualityMetrics(nn.Module):
         self.baseline.reset()
 
 
-class TranslationModule(StagedEvaluation, AdversarialModule):
+class TranslationModule(LoadsPretrainedGenerator, StagedEvaluation, AdversarialModule):
     """pix2pix: U-Net generator, conditional PatchGAN, GAN + L1 (+ perceptual) generator loss.
 
     Training, EMA, optimizers, schedulers (the paper's constant-then-linear decay:
@@ -77,22 +79,30 @@ class TranslationModule(StagedEvaluation, AdversarialModule):
 
     Args:
         l1_weight: weight of the L1 distance between output and target, on [-1, 1] (paper: 100).
-        perceptual: VGG19 perceptual loss on [0, 1] output and target (real weights or a local
-            file, see :class:`~lightning_modules.perceptual.PerceptualLoss`); ``null`` turns it off.
+        perceptual: feature loss (VGG content / style, or LPIPS) on [0, 1] output and target
+            (real weights or a local file, see :mod:`lightning_modules.perceptual`); ``null``
+            turns it off.
         fid: FID of the outputs against the targets at every validation (``val/fid``) and test;
             ``null`` turns it off.
         num_grid_images: validation images shown as input | output | target.
+        pretrained_generator: generator weights to start from or to evaluate: a Lightning
+            checkpoint, or a state dict such as pytorch-CycleGAN-and-pix2pix's ``latest_net_G.pth``
+            (same layout as :class:`~networks.pix2pix.UNetGenerator`; ``--norm``/``--netG`` must
+            match the config). Loaded when fit, validate, test or predict starts, unless the run
+            restores a checkpoint; the EMA starts from it.
     """
 
     def __init__(
         self,
         l1_weight: float = 100.0,
-        perceptual: PerceptualLoss | None = None,
+        perceptual: FeatureLoss | None = None,
         fid: GenerativeMetrics | None = None,
         num_grid_images: int = 8,
+        pretrained_generator: str | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.pretrained_generator = pretrained_generator
         self.l1_weight = l1_weight
         self.perceptual = perceptual
         self.fid = fid
@@ -152,6 +162,18 @@ class TranslationModule(StagedEvaluation, AdversarialModule):
         # right when validate/test run on other images than the training run did.
         if self.fid is not None:
             self.fid.forget_real()
+
+    def export_spec(self) -> ExportSpec:
+        """The evaluation (EMA) generator: [0, 1] images in and out, any batch size, sides that are
+        multiples of ``2**num_downs`` (predict pads to them)."""
+        generator = self.eval_generator()
+        return ExportSpec(
+            ImageNetwork(generator, signed_input=True, signed_output=True), ("input",), "output", image_inputs(3),
+            checked_sizes(generator.multiple), {"input": IMAGE_AXES},
+            {"task": "image-to-image translation", "input": "(N, 3, H, W) RGB in [0, 1]",
+             "output": "(N, 3, H, W) RGB in [0, 1]"},
+            generator.multiple,
+        )
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> list[tuple[str, Tensor]]:
         """The translation of every input image, as ``<name>.png`` at the input's size."""

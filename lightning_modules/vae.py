@@ -4,6 +4,9 @@ The ELBO sums the reconstruction log-likelihood over pixels and the KL over late
 and averages over the batch, so it is in nats per image (averaging over pixels instead would
 silently reweight the KL). The loss is ``recon_nll + beta_t * kl`` with ``beta_t`` ramped
 linearly from 0 to ``beta`` over ``kl_warmup_steps``; ``elbo`` is always logged with beta = 1.
+An optional feature-consistent term (DFC-VAE, Hou et al., 2017) adds ``perceptual(reconstruction,
+image)``, a feature loss between the training reconstruction and the input, both mapped to
+[0, 1] (gray images are repeated to RGB by the VGG).
 
 Likelihoods, on images in [-1, 1]:
 
@@ -32,7 +35,9 @@ from torchmetrics import MeanMetric
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from lightning_modules.checks import checked_sum
+from lightning_modules.export import ExportSpec, ImageNetwork, latent_inputs
 from lightning_modules.fid import GenerativeMetrics, keep_fid_optional
+from lightning_modules.perceptual import FeatureLoss
 from lightning_modules.run_logging import log_image_grid
 from networks.vae import ConvVAE
 
@@ -55,6 +60,22 @@ def to_unit(images: torch.Tensor) -> torch.Tensor:
     return images.add(1).div(2).clamp(0, 1)
 
 
+def mean_image(output: torch.Tensor, likelihood: str) -> torch.Tensor:
+    """Mean image of p(x|z) in [-1, 1] from the decoder's output."""
+    return torch.sigmoid(output) * 2 - 1 if likelihood == "bernoulli" else output.clamp(-1, 1)
+
+
+class MeanImageDecoder(nn.Module):
+    """Latents to the mean image of p(x|z) in [-1, 1]: the part of the VAE that generates."""
+
+    def __init__(self, network: ConvVAE, likelihood: str):
+        super().__init__()
+        self.network, self.likelihood = network, likelihood
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return mean_image(self.network.decode(z), self.likelihood)
+
+
 class VAEModule(LightningModule):
     """Convolutional (beta-)VAE; the main validation metric is ``val/elbo`` (nats per image).
 
@@ -72,6 +93,9 @@ class VAEModule(LightningModule):
             or ``interpolations`` (strips between consecutive inputs, or between the prior samples
             of seeds s and s + 1 without ``data.predict_path``).
         interpolation_steps: frames per interpolation strip, endpoints included.
+        perceptual: feature loss between the training reconstruction and the input (DFC-VAE: VGG19
+            relu1_1, relu2_1, relu3_1, see :mod:`lightning_modules.perceptual`), added to the
+            loss as ``train/perceptual``; ``null`` turns it off.
     """
 
     def __init__(
@@ -87,6 +111,7 @@ class VAEModule(LightningModule):
         sample_batch_size: int = 128,
         predict_mode: Literal["samples", "reconstructions", "interpolations"] = "samples",
         interpolation_steps: int = 8,
+        perceptual: FeatureLoss | None = None,
     ):
         super().__init__()
         self.network = network
@@ -100,6 +125,7 @@ class VAEModule(LightningModule):
         self.sample_batch_size = sample_batch_size
         self.predict_mode = predict_mode
         self.interpolation_steps = interpolation_steps
+        self.perceptual = perceptual
         grid_noise = torch.randn(GRID_SAMPLES, network.latent_dim, generator=torch.Generator().manual_seed(0))
         self.register_buffer("grid_noise", grid_noise, persistent=False)
         self.eval_metrics = nn.ModuleDict(
@@ -129,13 +155,20 @@ class VAEModule(LightningModule):
 
     def elbo_terms(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(recon_nll, kl, posterior mean), the first two per image."""
+        return self.elbo_terms_and_output(images)[:3]
+
+    def elbo_terms_and_output(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """:meth:`elbo_terms` and the decoder's output (of a latent sampled from the posterior)."""
         output, mu, logvar = self.network(images)
-        return self.reconstruction_nll(output, images), kl_to_standard_normal(mu, logvar), mu
+        return self.reconstruction_nll(output, images), kl_to_standard_normal(mu, logvar), mu, output
+
+    def mean_image(self, output: torch.Tensor) -> torch.Tensor:
+        """Mean image of p(x|z) in [-1, 1] from the decoder's output."""
+        return mean_image(output, self.likelihood)
 
     def decode_images(self, z: torch.Tensor) -> torch.Tensor:
         """Mean image of p(x|z) in [-1, 1]."""
-        output = self.network.decode(z)
-        return torch.sigmoid(output) * 2 - 1 if self.likelihood == "bernoulli" else output.clamp(-1, 1)
+        return self.mean_image(self.network.decode(z))
 
     def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
         """Decode the posterior mean (deterministic reconstruction) in [-1, 1]."""
@@ -152,18 +185,24 @@ class VAEModule(LightningModule):
 
     # ----- training -----
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        recon_nll, kl, _ = self.elbo_terms(batch["image"])
-        n = batch["image"].shape[0]
+        images = batch["image"]
+        recon_nll, kl, _, output = self.elbo_terms_and_output(images)
+        n = images.shape[0]
         # The loss (recon_nll + beta_t * kl) is not logged: every self.log costs ~0.5 ms a step.
         self.log("train/elbo", -(recon_nll + kl).mean(), prog_bar=True, batch_size=n)
         self.log("train/recon_nll", recon_nll.mean(), batch_size=n)
         self.log("train/kl", kl.mean(), batch_size=n)
         if self.likelihood == "gaussian" and self.log_scale.requires_grad:
             self.log("train/scale", self.log_scale.exp(), batch_size=n)
-        return checked_sum(self, {"recon_nll": recon_nll.mean(), "kl": self.kl_weight() * kl.mean()})
+        terms = {"recon_nll": recon_nll.mean(), "kl": self.kl_weight() * kl.mean()}
+        if self.perceptual is not None:
+            terms["perceptual"] = self.perceptual(to_unit(self.mean_image(output)), to_unit(images))
+            self.log("train/perceptual", terms["perceptual"], batch_size=n)
+        return checked_sum(self, terms)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.optimizer(self.parameters())
+        # The frozen feature network stays out: the optimizer state of a run with and without it is the same.
+        return self.optimizer([p for name, p in self.named_parameters() if not name.startswith("perceptual.")])
 
     # ----- evaluation -----
     def _evaluate(self, batch: dict, stage: str) -> torch.Tensor:
@@ -197,6 +236,16 @@ class VAEModule(LightningModule):
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch, "test")
+
+    def export_spec(self) -> ExportSpec:
+        """The decoder: latents to mean images, any batch size."""
+        net = self.network
+        return ExportSpec(
+            ImageNetwork(MeanImageDecoder(net, self.likelihood), signed_output=True), ("z",), "image",
+            latent_inputs(net.latent_dim), ((1, 0, 0), (3, 0, 0)), {"z": {0: "batch"}},
+            {"task": "generation (VAE decoder)", "z": f"(N, {net.latent_dim}) latents (prior: standard normal)",
+             "image": f"(N, {net.channels}, {net.image_size}, {net.image_size}) mean of p(x|z) in [0, 1]"},
+        )
 
     # ----- predict -----
     def on_predict_start(self) -> None:

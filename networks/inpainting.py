@@ -15,6 +15,10 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 
+#: Pyramid levels of :func:`push_pull_fill`: enough to reach 1x1 from a side of 65536 pixels.
+PUSH_PULL_LEVELS = 16
+
+
 def push_pull_fill(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Holes filled by push-pull pyramid interpolation of the known pixels (Gortler et al., 1996).
 
@@ -24,7 +28,9 @@ def push_pull_fill(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """
     known = 1 - mask
     sums, weights = [image * known], [known]
-    while max(sums[-1].shape[-2:]) > 1:
+    # A fixed number of halvings (a 1x1 level stays itself), not "until 1x1": the same for every
+    # size up to 2**PUSH_PULL_LEVELS, so that an exported graph is not tied to the traced size.
+    for _ in range(PUSH_PULL_LEVELS):
         sums.append(F.avg_pool2d(sums[-1], 2, ceil_mode=True))
         weights.append(F.avg_pool2d(weights[-1], 2, ceil_mode=True))
     estimate = sums[-1] / weights[-1].clamp(min=1e-8)

@@ -73,7 +73,7 @@ def gan_run(tmp_path_factory, psnr_checkpoint):
         patch.setattr(torchvision.models._api, "load_state_dict_from_url", _random_backbone_weights)
         cli = _cli(workdir, "fit", "--config", CONFIG, *TINY, *RANDOM_VGG, "--model.init_args.lpips=required",
                    f"--model.init_args.pretrained_generator={psnr_checkpoint}", "--trainer.max_steps=2",
-                   "--trainer.val_check_interval=1", "--trainer.limit_val_batches=1")
+                   "--trainer.val_check_interval=1", "--trainer.limit_val_batches=1", "--trainer.log_every_n_steps=1")
     return cli, workdir / cli.trainer.log_dir
 
 

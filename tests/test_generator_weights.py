@@ -187,3 +187,27 @@ def test_psnr_stage_stops_at_start_for_a_missing_or_wrong_file(run_cli, tmp_path
     with pytest.raises(ValueError, match=r"fits RRDBNet\(num_feat=8, num_block=1, grow_ch=4, scale=4\)"):
         run_cli("test", "--config", CONFIG, *SR_TINY, "--model.init_args.generator.init_args.num_feat=16",
                 f"--model.init_args.pretrained_generator={weights}")
+
+
+def test_translation_takes_a_pix2pix_reference_generator_file(run_cli, tmp_path):
+    """pytorch-CycleGAN-and-pix2pix saves ``netG.state_dict()`` (older files without batch-norm
+    ``num_batches_tracked``): it loads into the U-Net and its EMA for test, as it was written."""
+    from networks.pix2pix import UNetGenerator
+    from tiny_configs import TASKS
+
+    config, _, tiny = TASKS["translation"]
+    torch.manual_seed(3)
+    reference = UNetGenerator(num_downs=3, ngf=4, dropout=0)
+    with torch.no_grad():
+        for param in reference.parameters():
+            param.normal_(0, 0.1)
+    state = {k: v for k, v in reference.state_dict().items() if not k.endswith("num_batches_tracked")}
+    torch.save(state, tmp_path / "latest_net_G.pth")
+    cli = run_cli("test", "--config", config, *tiny, f"--model.init_args.pretrained_generator={tmp_path / 'latest_net_G.pth'}",
+                  "--model.init_args.fid=null", "--model.init_args.perceptual=null", "--trainer.limit_test_batches=1",
+                  "--trainer.logger=false", "--progress_bar.refresh_rate=0")
+    model = cli.model
+    for name, value in state.items():
+        assert torch.equal(model.generator.state_dict()[name], value), name
+        assert torch.equal(model.eval_generator().state_dict()[name], value), name
+    assert "test/psnr" in cli.trainer.callback_metrics

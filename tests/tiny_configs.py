@@ -68,9 +68,24 @@ TASKS = {
         "--data.init_args.load_size=24", "--data.init_args.crop_size=16", "--data.init_args.eval_size=24",
         "--data.init_args.batch_size=2", "--data.init_args.repeats=1",
     ]),
+    # Style transfer: the embedded VGG16 losses cut to relu2_2, on random weights.
+    "style": ("configs/style/embedded.yaml", 1, [
+        "--model.init_args.network.init_args.base_channels=4", "--model.init_args.network.init_args.num_residual=1",
+        "--model.init_args.perceptual.init_args.pretrained=false",
+        "--model.init_args.perceptual.init_args.style_layer_weights={relu1_2: 1.0, relu2_2: 1.0}",
+        "--model.init_args.style_size=32", "--data.init_args.image_size=16", "--data.init_args.batch_size=2",
+        "--data.init_args.repeats=1",
+    ]),
     "segmentation": ("configs/segmentation/embedded.yaml", 1, [
         "--model.init_args.net.init_args.widths=[4, 8, 16]", "--data.init_args.num_train=8",
         "--data.init_args.num_val=8", "--data.init_args.num_test=8", "--data.init_args.batch_size=4",
+    ]),
+    # Sequence: 2 -> 2 frames of 16x16 (8 px digits), one 4-channel ConvLSTM layer on 4x4 patches.
+    "sequence": ("configs/sequence/embedded.yaml", 1, [
+        "--model.init_args.network.init_args.hidden_channels=[4]", "--data.init_args.frame_size=16",
+        "--data.init_args.digit_size=8", "--data.init_args.input_frames=2", "--data.init_args.output_frames=2",
+        "--data.init_args.num_train=8", "--data.init_args.num_val=4", "--data.init_args.num_test=4",
+        "--data.init_args.batch_size=4", "--data.init_args.eval_batch_size=4",
     ]),
 }
 

@@ -1,0 +1,79 @@
+"""GAN on digits with and without DiffAugment: FID over seeds, at the same step budget.
+
+    python -m benchmarks.diffaugment --fid-features ../shared/fid/inception-2015-12-05-features.pt
+    python -m benchmarks.diffaugment --fid-features FILE --seeds 0 1 2 --augment "--model.init_args.augment.init_args.ada_target=0.6"
+
+Trains ``configs/gan/digits.yaml`` (1500 digits: the small-data case DiffAugment is for) once per
+seed as it is, and once per seed with ``--model.init_args.augment=lightning_modules.augment.DiffAugment``
+(the ``color,translation,cutout`` policy; ``--augment`` adds options), each for the config's step
+count, then scores the EMA generator as ``python -m benchmarks.gan`` does: FID of 1000 seeded
+samples against the held-out digits, next to the floor (training digits against the same held-out
+digits). Prints one row per run and the mean per variant. CPU time is the process's (all threads).
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+
+from benchmarks.common import argument_parser, timed_fit
+from benchmarks.gan import fids
+from train import cli_main
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = str(ROOT / "configs" / "gan" / "digits.yaml")
+DIFFAUGMENT = "--model.init_args.augment=lightning_modules.augment.DiffAugment"
+
+
+def run(seed: int, overrides: list[str], features: str, samples: int, workdir: Path) -> dict[str, float]:
+    """Train one variant with ``seed`` and score its EMA generator."""
+    args = [f"--seed_everything={seed}", *overrides]
+    _, ckpt, (wall, cpu) = timed_fit(CONFIG, workdir, *args)
+    model, data = _built(args, ckpt)
+    data.setup("fit")
+    scores = fids(model, data, features, samples, None)
+    return {"fid": scores["ema"], "floor": scores["floor"], "wall_min": wall / 60, "cpu_min": cpu / 60}
+
+
+def _built(args: list[str], ckpt: str):
+    """The variant's model (its augment too, so that the checkpoint loads) and data."""
+    cli = cli_main(["--config", CONFIG, *args], run=False)
+    cli.model.load_state_dict(torch.load(ckpt, weights_only=True, map_location="cpu")["state_dict"])
+    return cli.model, cli.datamodule
+
+
+def main() -> None:
+    parser = argument_parser(__doc__)
+    parser.add_argument("--fid-features", default="inception", help="TorchScript file: uint8 (N,3,H,W) -> (N,D) features")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--fid-samples", type=int, default=1000)
+    parser.add_argument("--augment", nargs="*", default=[], help="extra CLI options for the DiffAugment runs")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    variants = {"no augmentation": [], "DiffAugment": [DIFFAUGMENT, *args.augment]}
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
+    with tempfile.TemporaryDirectory() as workdir:
+        for seed in args.seeds:
+            for name, overrides in variants.items():
+                results[name].append(run(seed, overrides, args.fid_features, args.fid_samples, Path(workdir)))
+                row = results[name][-1]
+                print(f"seed {seed}, {name}: FID {row['fid']:.2f} (floor {row['floor']:.2f}), "
+                      f"{row['wall_min']:.1f} min wall, {row['cpu_min']:.1f} CPU-min", flush=True)
+    print(f"\nGAN digits, {len(args.seeds)} seeds ({', '.join(map(str, args.seeds))}), {args.fid_samples} samples, "
+          f"torch threads {torch.get_num_threads()}\n")
+    print("| variant | FID per seed | mean FID | mean FID / floor | mean CPU-min |")
+    print("|---|---|---|---|---|")
+    for name, rows in results.items():
+        fid = statistics.mean(r["fid"] for r in rows)
+        floor = statistics.mean(r["floor"] for r in rows)
+        per_seed = ", ".join(f"{r['fid']:.2f}" for r in rows)
+        print(f"| {name} | {per_seed} | {fid:.2f} | {fid / floor:.2f} "
+              f"| {statistics.mean(r['cpu_min'] for r in rows):.1f} |")
+
+
+if __name__ == "__main__":
+    main()
