@@ -76,7 +76,7 @@ def _overhead(batch: dict) -> dict[str, float]:
 
         return step
 
-    return overhead_ratio(_make_module, make_plain_step, batch, rounds=5)
+    return overhead_ratio(_make_module, make_plain_step, batch, steps=30, rounds=7)
 
 
 def main() -> None:

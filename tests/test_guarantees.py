@@ -83,12 +83,18 @@ def test_a_module_with_nan_weights_is_never_saved(run_cli, tmp_path):
     assert last.read_bytes() == before
 
 
-@pytest.mark.parametrize("task", ["gan", "vae", "inpainting", "segmentation", "esrgan", "translation"])
+# gan+ada: the GAN with DiffAugment and an adaptive probability, whose random draws and p must resume too.
+ADA = ["--model.init_args.augment=lightning_modules.augment.DiffAugment", "--model.init_args.augment.init_args.ada_target=0.6",
+       "--model.init_args.augment.init_args.ada_interval=1", "--model.init_args.augment.init_args.ada_kimg=0.1"]
+
+
+@pytest.mark.parametrize("task", ["gan", "gan+ada", "vae", "inpainting", "segmentation", "esrgan", "translation", "style"])
 def test_resume_at_an_epoch_boundary_is_exact_with_the_sanity_check_on(run_cli, task):
     """2 epochs in one run == the same run stopped after epoch 1, then ``--ckpt_path last``. No
     validation but the sanity checks, so the resumed run's sanity check is an evaluation the
     uninterrupted run does not make: it must leave the training state alone."""
-    config, _, tiny = TASKS[task]
+    config, _, tiny = TASKS[task.removesuffix("+ada")]
+    tiny = [*tiny, *ADA] if task.endswith("+ada") else tiny
     common = ["--config", config, *tiny, "--trainer.max_steps=-1", "--trainer.limit_train_batches=2",
               "--trainer.val_check_interval=null", "--trainer.check_val_every_n_epoch=3", "--trainer.limit_val_batches=1",
               "--trainer.num_sanity_val_steps=1", "--progress_bar.refresh_rate=0", "--trainer.enable_model_summary=false",
