@@ -48,6 +48,16 @@ def validated(config: str, save_dir: str | Path, *overrides: str) -> dict[str, f
     return {key: float(value) for key, value in cli.trainer.callback_metrics.items()}
 
 
+def trained_and_validated(config: str, ckpt: str | None, workdir: Path) -> tuple[dict[str, float], dict | None]:
+    """Validation metrics of ``config`` for ``ckpt``, training it first when no checkpoint is
+    given (then also the fit's wall and CPU seconds, optimizer steps and precision)."""
+    cost = None
+    if ckpt is None:
+        cli, ckpt, (wall, cpu) = timed_fit(config, workdir)
+        cost = {"wall_s": wall, "cpu_s": cpu, "steps": cli.trainer.global_step, "precision": str(cli.trainer.precision)}
+    return validated(config, workdir, "--ckpt_path", ckpt), cost
+
+
 def clock() -> np.ndarray:
     """(wall, process CPU) seconds; CPU time does not count the time other jobs hold the cores."""
     return np.array([time.perf_counter(), time.process_time()])

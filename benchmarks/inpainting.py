@@ -24,7 +24,7 @@ from skimage.restoration import inpaint_biharmonic
 
 from benchmarks.common import (
     argument_parser,
-    per_second, pipeline_samples_per_second, timed_fit, training_peak_rss_mib, validated, write_summary,
+    per_second, pipeline_samples_per_second, trained_and_validated, training_peak_rss_mib, write_summary,
 )
 from benchmarks.overhead import overhead_ratio
 from lightning_modules.gan_losses import hinge_d_loss, hinge_g_loss
@@ -34,15 +34,6 @@ from train import cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "configs" / "inpainting" / "embedded.yaml")
-
-
-def _quality(ckpt: str | None, workdir: Path) -> tuple[dict[str, float], dict[str, float] | None]:
-    """Validation metrics of the embedded config (training it first when no checkpoint is given)."""
-    cost = None
-    if ckpt is None:
-        cli, ckpt, (wall, cpu) = timed_fit(CONFIG, workdir)
-        cost = {"wall_s": wall, "cpu_s": cpu, "steps": cli.trainer.global_step}
-    return validated(CONFIG, workdir, "--ckpt_path", ckpt), cost
 
 
 def biharmonic(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -117,7 +108,7 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as workdir:
-        model, cost = _quality(args.ckpt, Path(workdir))
+        model, cost = trained_and_validated(CONFIG, args.ckpt, Path(workdir))
     module, datamodule, batch = _setup()
     pipeline = pipeline_samples_per_second(datamodule.train_dataloader(), 30)
     image, mask = batch["image"], batch["mask"]

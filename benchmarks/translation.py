@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import (
-    argument_parser, per_second, pipeline_samples_per_second, timed_fit, training_peak_rss_mib, validated, write_summary,
+    argument_parser, per_second, pipeline_samples_per_second, trained_and_validated, training_peak_rss_mib, write_summary,
 )
 from benchmarks.overhead import overhead_ratio
 from lightning_modules.translation import signed
@@ -31,15 +31,6 @@ from train import cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "configs" / "translation" / "embedded.yaml")
-
-
-def _quality(ckpt: str | None, workdir: Path) -> tuple[dict[str, float], dict[str, float] | None]:
-    """Validation metrics of the embedded config (training it first when no checkpoint is given)."""
-    cost = None
-    if ckpt is None:
-        cli, ckpt, (wall, cpu) = timed_fit(CONFIG, workdir)
-        cost = {"wall_s": wall, "cpu_s": cpu, "steps": cli.trainer.global_step, "precision": str(cli.trainer.precision)}
-    return validated(CONFIG, workdir, "--ckpt_path", ckpt), cost
 
 
 def _make_module():
@@ -85,7 +76,7 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as workdir:
-        model, cost = _quality(args.ckpt, Path(workdir))
+        model, cost = trained_and_validated(CONFIG, args.ckpt, Path(workdir))
     cli = cli_main(["--config", CONFIG, "--trainer.logger=false"], run=False)
     module, datamodule = cli.model.eval(), cli.datamodule
     datamodule.setup("fit")

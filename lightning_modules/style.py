@@ -238,17 +238,6 @@ class OptimizationStyleTransfer(StyleTarget, LightningModule):
                     pixels.clamp_(0, 1)
             return pixels.detach(), history
 
-    def export_spec(self) -> ExportSpec:
-        """The transformation network at full strength (blend with the photo for less), any batch,
-        sides that are multiples of 4 (predict pads to them)."""
-        return ExportSpec(
-            ImageNetwork(self.network), ("photo",), "stylized", image_inputs(3), checked_sizes(4, 32),
-            {"photo": IMAGE_AXES},
-            {"task": "style transfer", "photo": "(N, 3, H, W) RGB in [0, 1], H and W >= 8",
-             "stylized": "(N, 3, H, W) RGB in [0, 1], style_strength 1 (lerp with the photo for less)"},
-            4,
-        )
-
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> list[tuple[str, Tensor]]:
         """Every input stylised as ``<name>.png`` at its own size."""
         return [(name, self.optimize(photo.unsqueeze(0))[0][0].cpu()) for name, photo in zip(batch["output_name"], batch["image"])]
