@@ -74,7 +74,7 @@ def _overhead(batch: dict) -> dict[str, float]:
 
         return step
 
-    return overhead_ratio(_make_module, make_plain_step, batch, steps=STEPS, warmup=WARMUP, rounds=3)
+    return overhead_ratio(_make_module, make_plain_step, batch, steps=STEPS, warmup=WARMUP, rounds=7)
 
 
 def main() -> None:
