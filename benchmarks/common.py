@@ -58,6 +58,17 @@ def trained_and_validated(config: str, ckpt: str | None, workdir: Path) -> tuple
     return validated(config, workdir, "--ckpt_path", ckpt), cost
 
 
+def job_rows(cost: dict | None) -> list[tuple[str, str]]:
+    """Table rows for the fit of :func:`trained_and_validated` (none when a checkpoint was given)."""
+    if cost is None:
+        return []
+    return [
+        ("embedded job: wall time (fit incl. validation)", f"{cost['wall_s'] / 60:.1f} min"),
+        ("embedded job: process CPU time (all threads)",
+         f"{cost['cpu_s'] / 60:.1f} min ({cost['steps']} optimizer steps, {cost['precision']})"),
+    ]
+
+
 def clock() -> np.ndarray:
     """(wall, process CPU) seconds; CPU time does not count the time other jobs hold the cores."""
     return np.array([time.perf_counter(), time.process_time()])

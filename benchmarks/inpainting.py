@@ -24,7 +24,7 @@ from skimage.restoration import inpaint_biharmonic
 
 from benchmarks.common import (
     argument_parser,
-    per_second, pipeline_samples_per_second, trained_and_validated, training_peak_rss_mib, write_summary,
+    per_second, pipeline_samples_per_second, job_rows, trained_and_validated, training_peak_rss_mib, write_summary,
 )
 from benchmarks.overhead import overhead_ratio
 from lightning_modules.gan_losses import hinge_d_loss, hinge_g_loss
@@ -116,12 +116,7 @@ def main() -> None:
     datamodule.setup("validate")
     baseline, biharmonic_seconds = _classical(datamodule.val_set, biharmonic)
     pull, _ = _classical(datamodule.val_set, lambda image, mask: push_pull_fill(image[None], mask[None])[0])
-    rows = []
-    if cost is not None:
-        rows += [
-            ("embedded job: wall time (fit incl. validation)", f"{cost['wall_s'] / 60:.1f} min"),
-            ("embedded job: process CPU time (all threads)", f"{cost['cpu_s'] / 60:.1f} min ({cost['steps']} steps)"),
-        ]
+    rows = job_rows(cost)
     rows += [
         ("validation crops (128x128, LaMa medium masks)", f"{len(datamodule.val_set)}"),
         ("masked L1, hole MAE x100 (model / biharmonic / push-pull; target: model below biharmonic)",

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import (
-    argument_parser, per_second, pipeline_samples_per_second, trained_and_validated, training_peak_rss_mib, write_summary,
+    argument_parser, job_rows, per_second, pipeline_samples_per_second, trained_and_validated, training_peak_rss_mib, write_summary,
 )
 from benchmarks.overhead import overhead_ratio
 from lightning_modules.sequence import METRIC_NAMES
@@ -91,13 +91,7 @@ def main() -> None:
     pipeline = pipeline_samples_per_second(datamodule.train_dataloader(), 30)
     clip = datamodule.val_set[0]["input"].unsqueeze(0)
     predict = per_second(lambda: module.forecast(clip, module.output_frames), 1)
-    rows = []
-    if cost is not None:
-        rows += [
-            ("embedded job: wall time (fit incl. validation)", f"{cost['wall_s'] / 60:.1f} min"),
-            ("embedded job: process CPU time (all threads)",
-             f"{cost['cpu_s'] / 60:.1f} min ({cost['steps']} optimizer steps, {cost['precision']})"),
-        ]
+    rows = job_rows(cost)
     rows.append(("held-out clips (2 digits, 64x64, 10 -> 10, closed loop)", f"{len(datamodule.val_set)}"))
     for name in METRIC_NAMES:
         rows.append((f"{name} per frame (model / repeat last frame)",

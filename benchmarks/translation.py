@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.common import (
-    argument_parser, per_second, pipeline_samples_per_second, trained_and_validated, training_peak_rss_mib, write_summary,
+    argument_parser, job_rows, per_second, pipeline_samples_per_second, trained_and_validated, training_peak_rss_mib, write_summary,
 )
 from benchmarks.overhead import overhead_ratio
 from lightning_modules.translation import signed
@@ -84,13 +84,7 @@ def main() -> None:
     pipeline = pipeline_samples_per_second(datamodule.train_dataloader(), 30)
     photo = datamodule.val_set[0]["input"].unsqueeze(0)
     predict = per_second(lambda: module.translate(photo), 1)
-    rows = []
-    if cost is not None:
-        rows += [
-            ("embedded job: wall time (fit incl. validation)", f"{cost['wall_s'] / 60:.1f} min"),
-            ("embedded job: process CPU time (all threads)",
-             f"{cost['cpu_s'] / 60:.1f} min ({cost['steps']} optimizer steps, {cost['precision']})"),
-        ]
+    rows = job_rows(cost)
     rows += [
         ("held-out photos (whole, short side 192, 3 stops under + noise)", f"{len(datamodule.val_set)}"),
         ("PSNR (model / amplified input; target: model above)",

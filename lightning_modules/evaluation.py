@@ -54,6 +54,30 @@ class StagedEvaluation(ABC):
         self.log_evaluation("test")
 
 
+class PairedEvaluation(StagedEvaluation):
+    """Logging for tasks that score outputs against their ground truth: ``self.metrics[stage]``
+    (``compute()`` gives a dict, synced across ranks), an optional ``self.fid``
+    (:class:`~lightning_modules.fid.GenerativeMetrics`) whose real side is each evaluation's
+    ground truth, and an image grid ``self._grid`` (:class:`~lightning_modules.run_logging.ImageRows`)
+    logged as ``<stage>/<grid_key>``."""
+
+    grid_key: str
+
+    def log_evaluation(self, stage: str) -> None:
+        values = {f"{stage}/{name}": value for name, value in self.metrics[stage].compute().items()}
+        self.metrics[stage].reset()
+        self.log_dict(values, sync_dist=False, prog_bar=stage == "val")  # metrics are already synced
+        if self.fid is not None:
+            self.fid.log(self, f"{stage}/", prog_bar=stage == "val")
+        self._grid.log(self, f"{stage}/{self.grid_key}")
+
+    def start_evaluation(self, stage: str) -> None:
+        # FID's real side is recomputed at every evaluation, so FID stays right when validate/test
+        # run on other images than the training run did.
+        if self.fid is not None:
+            self.fid.forget_real()
+
+
 @dataclass(frozen=True)
 class Summary:
     """A task's validation table and example.

@@ -107,8 +107,7 @@ def export_network(
     staged = output.with_name(f".{output.name}.partial-{os.getpid()}")
     try:
         with torch.no_grad():
-            references = [(size, spec.inputs(*size), None) for size in spec.sizes]
-            references = [(size, inputs, network(*inputs)) for size, inputs, _ in references]
+            references = [(size, inputs, network(*inputs)) for size in spec.sizes for inputs in [spec.inputs(*size)]]
         run = (_write_onnx if format == "onnx" else _write_torchscript)(spec, staged, metadata)
         for size, inputs, expected in references:
             got = run(inputs)
@@ -140,11 +139,7 @@ def _write_onnx(spec: ExportSpec, path: Path, metadata: dict[str, str]) -> Calla
     except ImportError as err:
         raise RuntimeError(f"ONNX export needs onnx, onnxscript and onnxruntime: pip install -e '.[export]' ({err})") from err
     example = spec.inputs(*spec.sizes[0])
-    dims: dict[str, torch.export.Dim] = {}
-    shapes = tuple(
-        {axis: dims.setdefault(name, torch.export.Dim.DYNAMIC) for axis, name in spec.dynamic.get(input_name, {}).items()}
-        for input_name in spec.input_names
-    )
+    shapes = tuple({axis: torch.export.Dim.DYNAMIC for axis in spec.dynamic.get(name, {})} for name in spec.input_names)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

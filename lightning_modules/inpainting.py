@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 
 from lightning_modules.adversarial import AdversarialModule
-from lightning_modules.evaluation import StagedEvaluation, Summary
+from lightning_modules.evaluation import PairedEvaluation, Summary
 from lightning_modules.export import IMAGE_AXES, ExportSpec, checked_sizes, image_inputs
 from lightning_modules.fid import GenerativeMetrics, keep_fid_optional
 from lightning_modules.run_logging import ImageRows
@@ -113,7 +113,7 @@ def image_and_mask_inputs(batch: int, height: int, width: int) -> tuple[Tensor, 
     return image, mask
 
 
-class InpaintingModule(StagedEvaluation, AdversarialModule):
+class InpaintingModule(PairedEvaluation, AdversarialModule):
     """Gated-conv generator + SN-PatchGAN trained with hole/valid L1, perceptual and hinge losses.
 
     Training, EMA, optimizers, schedulers and gradient clipping are those of
@@ -132,6 +132,8 @@ class InpaintingModule(StagedEvaluation, AdversarialModule):
             (``val/fid``) and test; ``null`` turns it off.
         num_grid_images: validation images shown as masked input | output | ground truth.
     """
+
+    grid_key = "masked_output_truth"
 
     def __init__(
         self,
@@ -190,20 +192,6 @@ class InpaintingModule(StagedEvaluation, AdversarialModule):
             self.fid.add_fake(self, output * 2 - 1)
         if stage == "val":
             self._grid.add(show_holes(image, mask), output, image)
-
-    def log_evaluation(self, stage: str) -> None:
-        values = {f"{stage}/{name}": value for name, value in self.metrics[stage].compute().items()}
-        self.metrics[stage].reset()
-        self.log_dict(values, sync_dist=False, prog_bar=stage == "val")  # metrics are already synced
-        if self.fid is not None:
-            self.fid.log(self, f"{stage}/", prog_bar=stage == "val")
-        self._grid.log(self, f"{stage}/masked_output_truth")
-
-    def start_evaluation(self, stage: str) -> None:
-        # FID's real side is each evaluation's ground truth, recomputed every time, so FID stays
-        # right when validate/test run on other images than the training run did.
-        if self.fid is not None:
-            self.fid.forget_real()
 
     def export_spec(self) -> ExportSpec:
         """The evaluation (EMA) generator with the composite: image and mask to the filled image."""

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_modules.adversarial import AdversarialModule
-from lightning_modules.evaluation import StagedEvaluation, Summary
+from lightning_modules.evaluation import PairedEvaluation, Summary
 from lightning_modules.export import IMAGE_AXES, ExportSpec, ImageNetwork, checked_sizes, image_inputs
 from lightning_modules.fid import GenerativeMetrics, keep_fid_optional
 from lightning_modules.generator_weights import LoadsPretrainedGenerator
@@ -68,7 +68,7 @@ class QualityMetrics(nn.Module):
         self.baseline.reset()
 
 
-class TranslationModule(LoadsPretrainedGenerator, StagedEvaluation, AdversarialModule):
+class TranslationModule(LoadsPretrainedGenerator, PairedEvaluation, AdversarialModule):
     """pix2pix: U-Net generator, conditional PatchGAN, GAN + L1 (+ perceptual) generator loss.
 
     Training, EMA, optimizers, schedulers (the paper's constant-then-linear decay:
@@ -91,6 +91,8 @@ class TranslationModule(LoadsPretrainedGenerator, StagedEvaluation, AdversarialM
             match the config). Loaded when fit, validate, test or predict starts, unless the run
             restores a checkpoint; the EMA starts from it.
     """
+
+    grid_key = "input_output_target"
 
     def __init__(
         self,
@@ -148,20 +150,6 @@ class TranslationModule(LoadsPretrainedGenerator, StagedEvaluation, AdversarialM
             self.fid.add_fake(self, signed(output))
         if stage == "val":
             self._grid.add(source, output, target)
-
-    def log_evaluation(self, stage: str) -> None:
-        values = {f"{stage}/{name}": value for name, value in self.metrics[stage].compute().items()}
-        self.metrics[stage].reset()
-        self.log_dict(values, sync_dist=False, prog_bar=stage == "val")  # metrics are already synced
-        if self.fid is not None:
-            self.fid.log(self, f"{stage}/", prog_bar=stage == "val")
-        self._grid.log(self, f"{stage}/input_output_target")
-
-    def start_evaluation(self, stage: str) -> None:
-        # FID's real side is each evaluation's ground truth, recomputed every time, so FID stays
-        # right when validate/test run on other images than the training run did.
-        if self.fid is not None:
-            self.fid.forget_real()
 
     def export_spec(self) -> ExportSpec:
         """The evaluation (EMA) generator: [0, 1] images in and out, any batch size, sides that are
