@@ -13,7 +13,9 @@ converted to 8-bit RGB; corrupt or non-image files are reported by name):
 LR images are made with MATLAB-compatible bicubic (``imresize``, a = -0.5, antialiased) from
 HR cropped to a multiple of the scale ("GTmod"), then rounded to 8 bit like the published LR
 sets. Training crops take a margin around the patch before downscaling so that each LR patch
-equals the matching part of the whole-image LR.
+equals the matching part of the whole-image LR. With ``degradation`` (Real-ESRGAN's, see
+:mod:`datamodules.degradations`) the training LR is made from each HR batch on the training
+device instead, and the validation/test LR once per image with fixed seeds.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules.degradations import RealESRGANDegradation
 from datamodules.embedded import EMBEDDED_TRAIN, EMBEDDED_VAL
 from datamodules.image_io import DEFAULT_MAX_PIXELS, ImageReadError, PredictImages, image_size, list_images, read_image
 from datamodules.loaders import make_loader
@@ -55,7 +58,8 @@ class SRTrainDataset(Dataset):
     """Random aligned (LR, HR) patches from HR images, ``repeats`` patches per image per epoch.
 
     ``min_patch_std`` (8-bit units) redraws nearly flat crops (sky, black borders), which teach
-    an x4 model nothing that bicubic does not already do.
+    an x4 model nothing that bicubic does not already do. With ``with_lr=False`` a sample is the
+    HR patch and a ``seed`` for the degradation that makes its LR on the training device.
     """
 
     def __init__(
@@ -68,8 +72,10 @@ class SRTrainDataset(Dataset):
         cache: bool,
         max_pixels: int,
         min_patch_std: float = 0.0,
+        with_lr: bool = True,
     ):
         self.files, self.scale, self.patch_size, self.min_patch_std = files, scale, patch_size, min_patch_std
+        self.with_lr = with_lr
         self.repeats, self.augment, self.max_pixels = repeats, augment, max_pixels
         for path in files:
             height, width = image_size(path, max_pixels)
@@ -84,9 +90,9 @@ class SRTrainDataset(Dataset):
     def __len__(self) -> int:
         return len(self.files) * self.repeats
 
-    def _pair(self, hr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _pair(self, hr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         hr = mod_crop(hr, self.scale)
-        return hr, make_lr(hr, self.scale)
+        return hr, make_lr(hr, self.scale) if self.with_lr else None
 
     def __getitem__(self, index: int) -> dict:
         # The crop and augmentation depend only on the current torch seed (per epoch, per worker)
@@ -104,6 +110,10 @@ class SRTrainDataset(Dataset):
             hr = hr_full[:, top * s : (top + lr_patch) * s, left * s : (left + lr_patch) * s]
             if hr.float().std() >= self.min_patch_std:
                 break
+        if not self.with_lr:
+            if self.augment:
+                hr = _augment(hr, hr, rng)[1]
+            return {"hr": _to_float(hr), "seed": rng.getrandbits(62)}
         if lr_full is not None:
             lr = lr_full[:, top : top + lr_patch, left : left + lr_patch]
         else:
@@ -131,10 +141,23 @@ def _augment(lr: torch.Tensor, hr: torch.Tensor, rng: random.Random) -> tuple[to
 
 
 class SREvalDataset(Dataset):
-    """Whole images: HR cropped to a multiple of the scale, LR generated or read from ``lr_files``."""
+    """Whole images: HR cropped to a multiple of the scale, LR read from ``lr_dir`` or made by
+    bicubic, or by ``degradation``: ``copies`` degraded LR per image, sample ``index`` with the
+    seed ``degradation_seed + index``."""
 
-    def __init__(self, files: list[Path], scale: int, lr_dir: str | None, max_pixels: int):
+    def __init__(
+        self,
+        files: list[Path],
+        scale: int,
+        lr_dir: str | None,
+        max_pixels: int,
+        degradation: RealESRGANDegradation | None = None,
+        degradation_seed: int = 0,
+        copies: int = 1,
+    ):
         self.files, self.scale, self.max_pixels = files, scale, max_pixels
+        self.degradation, self.degradation_seed = degradation, degradation_seed
+        self.copies = copies if degradation is not None and not lr_dir else 1
         self.lr_files = [_matching_lr(path, Path(lr_dir)) for path in files] if lr_dir else None
         for path in files:
             height, width = image_size(path, max_pixels)
@@ -143,13 +166,16 @@ class SREvalDataset(Dataset):
         self._cache: dict[int, dict] = {}
 
     def __len__(self) -> int:
-        return len(self.files)
+        return len(self.files) * self.copies
 
     def __getitem__(self, index: int) -> dict:
         if index not in self._cache:
-            path = self.files[index]
+            path = self.files[index % len(self.files)]
             hr = mod_crop(read_image(path, self.max_pixels), self.scale)
-            if self.lr_files is None:
+            if self.lr_files is None and self.degradation is not None:
+                lr = self.degradation(_to_float(hr).unsqueeze(0), [self.degradation_seed + index], self.scale)[0]
+                lr = lr.mul(255).round().to(torch.uint8)
+            elif self.lr_files is None:
                 lr = make_lr(hr, self.scale)
             else:
                 lr = read_image(self.lr_files[index], self.max_pixels)
@@ -191,6 +217,14 @@ class SuperResolutionDataModule(LightningDataModule):
         max_pixels: refuse images with more pixels than this (decompression bombs).
         min_patch_std: redraw training crops whose HR standard deviation (8-bit units) is
             below this, up to 10 times (0: off).
+        degradation: how LR images are made instead of bicubic (e.g.
+            :class:`~datamodules.degradations.RealESRGANDegradation`): training LR on the training
+            device from each batch, validation/test LR (without an LR folder) once per image, with
+            the seeds ``degradation_seed``, ``degradation_seed + 1``, ... so that every run
+            validates on the same degraded images.
+        degradation_seed: first seed of the degraded validation/test images.
+        degraded_copies: degraded LR versions of each validation/test image (the degradations
+            vary a lot, so a few per image make the average steadier).
     """
 
     def __init__(
@@ -210,8 +244,12 @@ class SuperResolutionDataModule(LightningDataModule):
         cache_images: bool = True,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         min_patch_std: float = 0.0,
+        degradation: RealESRGANDegradation | None = None,
+        degradation_seed: int = 0,
+        degraded_copies: int = 1,
     ):
         super().__init__()
+        self.degradation = degradation
         if patch_size % scale:
             raise ValueError(f"data.patch_size={patch_size} must be a multiple of data.scale={scale}")
         self.save_hyperparameters()
@@ -224,17 +262,27 @@ class SuperResolutionDataModule(LightningDataModule):
         if stage == "fit":
             self.train_set = SRTrainDataset(
                 self._files(hp.train_dir, EMBEDDED_TRAIN), hp.scale, hp.patch_size, hp.repeats,
-                hp.augment, hp.cache_images, hp.max_pixels, hp.min_patch_std,
+                hp.augment, hp.cache_images, hp.max_pixels, hp.min_patch_std, with_lr=self.degradation is None,
             )
+        degraded = (self.degradation, hp.degradation_seed, hp.degraded_copies)
         if stage in ("fit", "validate"):
-            self.val_set = SREvalDataset(self._files(hp.val_dir, EMBEDDED_VAL), hp.scale, hp.val_lr_dir, hp.max_pixels)
+            self.val_set = SREvalDataset(
+                self._files(hp.val_dir, EMBEDDED_VAL), hp.scale, hp.val_lr_dir, hp.max_pixels, *degraded
+            )
         if stage == "test":
             test_dir, test_lr_dir = (hp.test_dir, hp.test_lr_dir) if hp.test_dir else (hp.val_dir, hp.val_lr_dir)
-            self.test_set = SREvalDataset(self._files(test_dir, EMBEDDED_VAL), hp.scale, test_lr_dir, hp.max_pixels)
+            self.test_set = SREvalDataset(self._files(test_dir, EMBEDDED_VAL), hp.scale, test_lr_dir, hp.max_pixels, *degraded)
         if stage == "predict":
             if not hp.predict_path:
                 raise ValueError("predict needs input images: set --data.predict_path to an image file or folder")
             self.predict_set = PredictImages(hp.predict_path, hp.max_pixels, key="lr")
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        """Training batches from the degradation arrive as HR and seeds: their LR is made here,
+        batched on the training device."""
+        if "lr" not in batch and "seed" in batch:
+            batch = {**batch, "lr": self.degradation(batch["hr"], batch["seed"].tolist(), self.hparams.scale)}
+        return batch
 
     def train_dataloader(self) -> DataLoader:
         hp = self.hparams

@@ -99,6 +99,7 @@ def test_first_batch_losses_match_fp32(first_batch, task, switches, rel):
 def test_the_options_reach_every_network_and_nothing_else(first_batch):
     expected = {
         "sr": ["generator"],
+        "realesrnet": ["generator"],
         "esrgan": ["discriminator", "generator", "generator_ema", "perceptual"],
         "gan": ["discriminator", "generator", "generator_ema"],
         "vae": ["network"],

@@ -30,6 +30,12 @@ TASKS = {
         "--model.init_args.generator.init_args.grow_ch=4", "--data.init_args.patch_size=32",
         "--data.init_args.batch_size=4", "--data.init_args.repeats=1",
     ]),
+    # Real-ESRNet: the SR task with LR made by the Real-ESRGAN degradations on each batch.
+    "realesrnet": ("configs/sr/realesrnet_embedded.yaml", 2, [
+        "--model.init_args.generator.init_args.num_feat=8", "--model.init_args.generator.init_args.num_block=1",
+        "--model.init_args.generator.init_args.grow_ch=4", "--data.init_args.patch_size=32",
+        "--data.init_args.batch_size=4", "--data.init_args.repeats=1", "--data.init_args.degraded_copies=1",
+    ]),
     "esrgan": ("configs/sr/esrgan_embedded.yaml", 2, [
         "--model.init_args.generator.init_args.num_feat=8", "--model.init_args.generator.init_args.num_block=1",
         "--model.init_args.generator.init_args.grow_ch=4", "--model.init_args.discriminator.init_args.num_feat=4",
