@@ -8,7 +8,7 @@ seed as it is, and once per seed with ``--model.init_args.augment=lightning_modu
 (the ``color,translation,cutout`` policy; ``--augment`` adds options), each for the config's step
 count, then scores the EMA generator as ``python -m benchmarks.gan`` does: FID of 1000 seeded
 samples against the held-out digits, next to the floor (training digits against the same held-out
-digits). Prints one row per run and the mean per variant. CPU time is the process's (all threads).
+digits, computed once). Prints one row per run and the mean per variant. CPU time is the process's (all threads).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import argument_parser, timed_fit
-from benchmarks.gan import fids
+from lightning_modules.fid import GenerativeMetrics
 from train import cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,20 +29,39 @@ CONFIG = str(ROOT / "configs" / "gan" / "digits.yaml")
 DIFFAUGMENT = "--model.init_args.augment=lightning_modules.augment.DiffAugment"
 
 
-def run(seed: int, overrides: list[str], features: str, samples: int, workdir: Path) -> dict[str, float]:
+class Scorer:
+    """FID against the held-out digits, whose features (and the floor: the training digits'
+    FID) are computed once for all runs; the runs differ only in their generated samples."""
+
+    def __init__(self, features: str, samples: int):
+        data = _built([], None)[1]
+        data.setup("fit")
+        self.samples = samples
+        self.metrics = GenerativeMetrics(features, num_samples=samples)
+        self.metrics.add(torch.stack([data.val_set[i]["image"] for i in range(min(samples, len(data.val_set)))]), real=True)
+        training = torch.stack([data.train_set[i]["image"] for i in range(min(samples, len(data.train_set)))])
+        self.floor = float(self.metrics.score(training)["fid"])
+
+    def __call__(self, model) -> float:
+        """FID of ``samples`` seeded samples of ``model``'s EMA generator (as ``benchmarks.gan``'s)."""
+        model.eval()
+        latents = torch.randn(self.samples, model.latent_dim, generator=torch.Generator().manual_seed(0))
+        return float(self.metrics.score(model.sample(latents))["fid"])
+
+
+def run(seed: int, overrides: list[str], scorer: Scorer, workdir: Path) -> dict[str, float]:
     """Train one variant with ``seed`` and score its EMA generator."""
     args = [f"--seed_everything={seed}", *overrides]
     _, ckpt, (wall, cpu) = timed_fit(CONFIG, workdir, *args)
-    model, data = _built(args, ckpt)
-    data.setup("fit")
-    scores = fids(model, data, features, samples, None)
-    return {"fid": scores["ema"], "floor": scores["floor"], "wall_min": wall / 60, "cpu_min": cpu / 60}
+    model, _ = _built(args, ckpt)
+    return {"fid": scorer(model), "floor": scorer.floor, "wall_min": wall / 60, "cpu_min": cpu / 60}
 
 
-def _built(args: list[str], ckpt: str):
+def _built(args: list[str], ckpt: str | None):
     """The variant's model (its augment too, so that the checkpoint loads) and data."""
     cli = cli_main(["--config", CONFIG, *args], run=False)
-    cli.model.load_state_dict(torch.load(ckpt, weights_only=True, map_location="cpu")["state_dict"])
+    if ckpt is not None:
+        cli.model.load_state_dict(torch.load(ckpt, weights_only=True, map_location="cpu")["state_dict"])
     return cli.model, cli.datamodule
 
 
@@ -56,10 +75,11 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     variants = {"no augmentation": [], "DiffAugment": [DIFFAUGMENT, *args.augment]}
     results: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
+    scorer = Scorer(args.fid_features, args.fid_samples)
     with tempfile.TemporaryDirectory() as workdir:
         for seed in args.seeds:
             for name, overrides in variants.items():
-                results[name].append(run(seed, overrides, args.fid_features, args.fid_samples, Path(workdir)))
+                results[name].append(run(seed, overrides, scorer, Path(workdir)))
                 row = results[name][-1]
                 print(f"seed {seed}, {name}: FID {row['fid']:.2f} (floor {row['floor']:.2f}), "
                       f"{row['wall_min']:.1f} min wall, {row['cpu_min']:.1f} CPU-min", flush=True)

@@ -13,7 +13,7 @@ checkpoint given with ``--default-ckpt`` replaces the default's training runs.
 Cost: images/s of the degradation pipeline alone, on HR batches already in memory, at 256x256
 (batch 16, Real-ESRGAN's patch) and at the embedded config's patches, next to the HR patches/s
 that the embedded config's training step consumes (plain step, under bf16 autocast where the
-config's ``auto_bf16`` picks it).
+config's ``auto_bf16`` picks it) and that a step of Real-ESRGAN's own generator at 256x256 does.
 """
 
 from __future__ import annotations
@@ -23,10 +23,12 @@ import tempfile
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from benchmarks.common import argument_parser, medians, seconds_per_call, timed_fit, validated
 from benchmarks.sr import _plain_step
 from datamodules.degradations import RealESRGANDegradation
+from networks.rrdbnet import RRDBNet
 from train import cli_main, native_bf16
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,6 +72,22 @@ def step_images_per_second() -> tuple[float, int, bool]:
     return len(batch["hr"]) / seconds_per_call(autocast_step, calls=10, warmup=2), data.hparams.patch_size, bf16
 
 
+def reference_step_images_per_second(batch: int = 2) -> float:
+    """HR patches/s of a plain fp32 training step of Real-ESRGAN's generator (RRDBNet 64/23/32,
+    ``configs/sr/realesrnet_div2k.yaml``) on 256x256 HR patches, L1 and Adam."""
+    generator = RRDBNet(num_feat=64, num_block=23, grow_ch=32)
+    optimizer = torch.optim.Adam(generator.parameters(), lr=2e-4)
+    lr, hr = torch.rand(batch, 3, 64, 64), torch.rand(batch, 3, 256, 256)
+
+    def step():
+        loss = F.l1_loss(generator(lr), hr)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return batch / seconds_per_call(step, calls=3, warmup=1)
+
+
 def main() -> None:
     parser = argument_parser(__doc__)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
@@ -93,6 +111,7 @@ def main() -> None:
 
     degradation = cli_main(["--config", REALESRNET, "--trainer.logger=false"], run=False).datamodule.degradation
     step, patch, bf16 = step_images_per_second()
+    reference = reference_step_images_per_second()
     pipeline = {size: medians(3, lambda: pipeline_images_per_second(degradation, size, batch, 4))[0]
                 for size, batch in ((256, 16), (patch, 4))}
 
@@ -118,6 +137,8 @@ def main() -> None:
     print(f"| training step of the embedded config ({patch}x{patch} HR, {'bf16' if bf16 else 'fp32'}) "
           f"| {step:.1f} HR patches/s |")
     print(f"| pipeline / training step, at the embedded config's patches | {pipeline[patch] / step:.1f}x |")
+    print(f"| training step of Real-ESRGAN's generator (RRDBNet 64/23/32, 256x256 HR, fp32) | {reference:.2f} HR patches/s |")
+    print(f"| pipeline / training step, at 256x256 (configs/sr/realesrnet_div2k.yaml) | {pipeline[256] / reference:.0f}x |")
 
 
 if __name__ == "__main__":
