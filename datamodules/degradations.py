@@ -12,10 +12,10 @@ is written here: the blur kernel families of the paper (isotropic and anisotropi
 generalized Gaussian, plateau, and the sinc filter) and the per-sample Gaussian/Poisson noise
 with its gray variant.
 
-Every random choice comes from the samples' seeds: a sample's kernels, noise, qualities and
-their fields from its own seed, and the choices the whole batch must share (the resize
-factors and modes, as in the paper, and the order of the final steps) from all of the batch's
-seeds. The same seeds give the same LR on the same device, so resumed runs stay exact and a
+Every random choice comes from the samples' seeds: a sample's kernels, noise kind and
+strength and JPEG qualities from its own seed; what the whole batch shares (the resize factors
+and modes, as in the paper, and the order of the final steps) and the noise fields from all of
+the batch's seeds. The same seeds give the same LR on the same device, so resumed runs stay exact and a
 validation set degraded once with fixed seeds stays comparable across runs.
 """
 
