@@ -141,6 +141,16 @@ class ResearchTrainer(Trainer):
 
 
 class ResearchCLI(LightningCLI):
+    def __init__(self, *args, **kwargs):
+        # A parser per subcommand takes seconds to build, and a command line that names its
+        # subcommand needs only that one (`python train.py --help` still lists them all).
+        argv = kwargs.get("args")
+        argv = sys.argv[1:] if argv is None else argv
+        if isinstance(argv, list) and argv and argv[0] in self.subcommands():
+            chosen = argv[0]
+            self.subcommands = lambda: {chosen: ResearchCLI.subcommands()[chosen]}
+        super().__init__(*args, **kwargs)
+
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
         return LightningCLI.subcommands() | {"export": {"model", "datamodule"}}
