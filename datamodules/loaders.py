@@ -50,3 +50,22 @@ def make_loader(
         generator=torch.Generator().manual_seed(seed),
         collate_fn=collate_fn,
     )
+
+
+class SplitLoaders:
+    """The four loaders of a DataModule with ``train_set``/``val_set``/``test_set``/``predict_set``
+    and the hyperparameters ``batch_size``, ``eval_batch_size`` and ``num_workers``: shuffled,
+    full training batches; evaluation in order; predict one input at a time."""
+
+    def train_dataloader(self) -> DataLoader:
+        hp = self.hparams
+        return make_loader(self.train_set, hp.batch_size, shuffle=True, num_workers=hp.num_workers, drop_last=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return make_loader(self.val_set, self.hparams.eval_batch_size, num_workers=self.hparams.num_workers)
+
+    def test_dataloader(self) -> DataLoader:
+        return make_loader(self.test_set, self.hparams.eval_batch_size, num_workers=self.hparams.num_workers)
+
+    def predict_dataloader(self) -> DataLoader:
+        return make_loader(self.predict_set, 1, num_workers=self.hparams.num_workers)

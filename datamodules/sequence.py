@@ -37,12 +37,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from torchvision.transforms.v2.functional import rgb_to_grayscale
 
 from datamodules.generation import load_digits_tensor
 from datamodules.image_io import DEFAULT_MAX_PIXELS, ImageReadError, image_size, list_images, predict_inputs, read_image
-from datamodules.loaders import make_loader
+from datamodules.loaders import SplitLoaders
 
 #: Embedded digit images (indices into scikit-learn's digits) of each split: none in two splits.
 DIGIT_SPLIT = {"train": range(0, 1500), "val": range(1500, 1797), "test": range(1500, 1797)}
@@ -272,7 +272,7 @@ class NamedClips(Dataset):
         return {"input": self.windows[index]["input"], "clip": f"clip_{index:05d}"}
 
 
-class SequenceDataModule(LightningDataModule):
+class SequenceDataModule(SplitLoaders, LightningDataModule):
     """Clips for video prediction: ``input_frames`` in, ``output_frames`` to predict.
 
     Args:
@@ -382,16 +382,3 @@ class SequenceDataModule(LightningDataModule):
             else:
                 raise ValueError("predict needs clips: set --data.init_args.predict_path to a clip folder (or a folder of "
                                  "clip folders), or --data.init_args.predict_split to val or test")
-
-    def train_dataloader(self) -> DataLoader:
-        hp = self.hparams
-        return make_loader(self.train_set, hp.batch_size, shuffle=True, num_workers=hp.num_workers, drop_last=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return make_loader(self.val_set, self.hparams.eval_batch_size, num_workers=self.hparams.num_workers)
-
-    def test_dataloader(self) -> DataLoader:
-        return make_loader(self.test_set, self.hparams.eval_batch_size, num_workers=self.hparams.num_workers)
-
-    def predict_dataloader(self) -> DataLoader:
-        return make_loader(self.predict_set, 1, num_workers=self.hparams.num_workers)

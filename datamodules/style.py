@@ -20,12 +20,12 @@ from pathlib import Path
 
 import torch
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from datamodules.embedded import EMBEDDED_TRAIN, EMBEDDED_VAL
 from datamodules.image_io import DEFAULT_MAX_PIXELS, PredictImages, list_images, read_image
-from datamodules.loaders import make_loader
+from datamodules.loaders import SplitLoaders
 
 
 class ContentPhotos(Dataset):
@@ -54,7 +54,7 @@ class ContentPhotos(Dataset):
         return {"image": self.augment(self._resized(index % len(self.files))).float().div(255)}
 
 
-class StyleDataModule(LightningDataModule):
+class StyleDataModule(SplitLoaders, LightningDataModule):
     """Content photos for training a style-transfer network, held-out photos, predict inputs.
 
     Args:
@@ -105,16 +105,3 @@ class StyleDataModule(LightningDataModule):
             if not hp.predict_path:
                 raise ValueError("predict needs input images: set --data.init_args.predict_path to an image file or folder")
             self.predict_set = PredictImages(hp.predict_path, hp.max_pixels, key="image")
-
-    def train_dataloader(self) -> DataLoader:
-        hp = self.hparams
-        return make_loader(self.train_set, hp.batch_size, shuffle=True, num_workers=hp.num_workers, drop_last=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return make_loader(self.val_set, self.hparams.eval_batch_size, num_workers=self.hparams.num_workers)
-
-    def test_dataloader(self) -> DataLoader:
-        return make_loader(self.test_set, self.hparams.eval_batch_size, num_workers=self.hparams.num_workers)
-
-    def predict_dataloader(self) -> DataLoader:
-        return make_loader(self.predict_set, 1, num_workers=self.hparams.num_workers)
