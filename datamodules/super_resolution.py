@@ -20,6 +20,7 @@ device instead, and the validation/test LR once per image with fixed seeds.
 
 from __future__ import annotations
 
+import functools
 import random
 from pathlib import Path
 
@@ -38,6 +39,23 @@ def make_lr(hr: torch.Tensor, scale: int) -> torch.Tensor:
     """MATLAB-bicubic downscale of uint8 (3, H, W) ``hr`` (H, W multiples of scale), rounded to uint8."""
     lr = imresize(hr.unsqueeze(0).double() / 255.0, scale=1.0 / scale, antialias=True)[0]
     return lr.clamp(0, 1).mul(255).round().to(torch.uint8)
+
+
+@functools.cache
+def _embedded_pair(path: Path, scale: int, max_pixels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """HR (mod-cropped) and bicubic LR of an embedded photo, made once per process: the files ship
+    inside packages and never change, and fit, validate and test in one process (a notebook, the
+    test suite) would otherwise decode and downscale all of them again for every run."""
+    hr = mod_crop(read_image(path, max_pixels), scale)
+    return hr, make_lr(hr, scale)
+
+
+def _hr_and_lr(path: Path, scale: int, max_pixels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """An image cropped to a multiple of ``scale`` and its MATLAB-bicubic LR (uint8)."""
+    if path in EMBEDDED_TRAIN or path in EMBEDDED_VAL:
+        return _embedded_pair(path, scale, max_pixels)
+    hr = mod_crop(read_image(path, max_pixels), scale)
+    return hr, make_lr(hr, scale)
 
 
 def mod_crop(image: torch.Tensor, scale: int) -> torch.Tensor:
@@ -85,14 +103,15 @@ class SRTrainDataset(Dataset):
                 )
         # Cached: each image decoded and downscaled once (HR mod-cropped, whole-image LR), so a
         # sample is two crops; uncached: decoded per sample and only the crop is downscaled.
-        self._cache = [self._pair(read_image(p, max_pixels)) for p in files] if cache else None
+        self._cache = [self._pair(p) for p in files] if cache else None
 
     def __len__(self) -> int:
         return len(self.files) * self.repeats
 
-    def _pair(self, hr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        hr = mod_crop(hr, self.scale)
-        return hr, make_lr(hr, self.scale) if self.with_lr else None
+    def _pair(self, path: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.with_lr:
+            return _hr_and_lr(path, self.scale, self.max_pixels)
+        return mod_crop(read_image(path, self.max_pixels), self.scale), None
 
     def __getitem__(self, index: int) -> dict:
         # The crop and augmentation depend only on the current torch seed (per epoch, per worker)
@@ -171,13 +190,14 @@ class SREvalDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         if index not in self._cache:
             path = self.files[index % len(self.files)]
-            hr = mod_crop(read_image(path, self.max_pixels), self.scale)
-            if self.lr_files is None and self.degradation is not None:
+            if self.lr_files is None and self.degradation is None:
+                hr, lr = _hr_and_lr(path, self.scale, self.max_pixels)
+            elif self.lr_files is None:
+                hr = mod_crop(read_image(path, self.max_pixels), self.scale)
                 lr = self.degradation(_to_float(hr).unsqueeze(0), [self.degradation_seed + index], self.scale)[0]
                 lr = lr.mul(255).round().to(torch.uint8)
-            elif self.lr_files is None:
-                lr = make_lr(hr, self.scale)
             else:
+                hr = mod_crop(read_image(path, self.max_pixels), self.scale)
                 lr = read_image(self.lr_files[index], self.max_pixels)
                 expected = (hr.shape[1] // self.scale, hr.shape[2] // self.scale)
                 if tuple(lr.shape[1:]) != expected:
