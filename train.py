@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+import yaml
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import LearningRateMonitor
@@ -60,7 +61,8 @@ class RunConfigSaver(SaveConfigCallback):
             return  # predict writes images only, and has no run folder
         folder = run_dir(trainer)
         folder.mkdir(parents=True, exist_ok=True)
-        self.parser.save(self.config, folder / self.config_filename, overwrite=True)
+        # skip_check: the config was validated when it was parsed; checking it again costs more than writing it.
+        self.parser.save(self.config, folder / self.config_filename, overwrite=True, skip_check=True)
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 logger.experiment.config.update(self.config.as_dict(), allow_val_change=True)
@@ -181,6 +183,16 @@ class ResearchCLI(LightningCLI):
             help="Unless trainer.precision is given: bf16-mixed where the hardware runs bfloat16 natively (a CUDA "
             "GPU with bf16, an x86 CPU with AMX or AVX512-BF16), float32 elsewhere.",
         )
+
+    def _dump_config(self) -> None:
+        """Lightning's (the config that goes into the checkpoints' hparams), without validating again
+        the config it has just parsed, which takes longer than the dump itself."""
+        if hasattr(self, "config_dump"):
+            return
+        dump = self.parser.dump(self.config, skip_link_targets=False, skip_none=False, skip_check=True, format="yaml")
+        self.config_dump = yaml.safe_load(dump)
+        if "subcommand" in self.config:
+            self.config_dump = self.config_dump[self.config.subcommand]
 
     def _parse_ckpt_path(self) -> None:
         """Lightning reads ``ckpt_path`` while parsing, always with ``weights_only=True``: read it with the
