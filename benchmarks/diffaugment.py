@@ -1,11 +1,12 @@
 """GAN on digits with and without DiffAugment: FID over seeds, at the same step budget.
 
     python -m benchmarks.diffaugment --fid-features ../shared/fid/inception-2015-12-05-features.pt
-    python -m benchmarks.diffaugment --fid-features FILE --seeds 0 1 2 --augment "--model.init_args.augment.init_args.ada_target=0.6"
+    python -m benchmarks.diffaugment --fid-features FILE --seeds 0 1 --augment=--model.init_args.augment.init_args.ada_target=0.6
+    python -m benchmarks.diffaugment --fid-features FILE --seeds 1 --skip-baseline --augment=--model.init_args.augment.init_args.policy=[translation]
 
 Trains ``configs/gan/digits.yaml`` (1500 digits: the small-data case DiffAugment is for) once per
 seed as it is, and once per seed with ``--model.init_args.augment=lightning_modules.augment.DiffAugment``
-(the ``color,translation,cutout`` policy; ``--augment`` adds options), each for the config's step
+(the ``color,translation,cutout`` policy; ``--augment=--option=value`` adds options), each for the config's step
 count, then scores the EMA generator as ``python -m benchmarks.gan`` does: FID of 1000 seeded
 samples against the held-out digits, next to the floor (training digits against the same held-out
 digits, computed once). Prints one row per run and the mean per variant. CPU time is the process's (all threads).
@@ -54,7 +55,11 @@ def run(seed: int, overrides: list[str], scorer: Scorer, workdir: Path) -> dict[
     args = [f"--seed_everything={seed}", *overrides]
     _, ckpt, (wall, cpu) = timed_fit(CONFIG, workdir, *args)
     model, _ = _built(args, ckpt)
-    return {"fid": scorer(model), "floor": scorer.floor, "wall_min": wall / 60, "cpu_min": cpu / 60}
+    row = {"fid": scorer(model), "floor": scorer.floor, "wall_min": wall / 60, "cpu_min": cpu / 60}
+    augment = getattr(model, "augment", None)
+    if augment is not None and augment.ada_target is not None:
+        row["final_p"] = float(augment.p)  # where ADA's adaptive probability ended
+    return row
 
 
 def _built(args: list[str], ckpt: str | None):
@@ -70,10 +75,15 @@ def main() -> None:
     parser.add_argument("--fid-features", default="inception", help="TorchScript file: uint8 (N,3,H,W) -> (N,D) features")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--fid-samples", type=int, default=1000)
-    parser.add_argument("--augment", nargs="*", default=[], help="extra CLI options for the DiffAugment runs")
+    parser.add_argument("--augment", action="append", default=[],
+                        help="an extra CLI option for the DiffAugment runs, as --augment=--model...=VALUE (repeatable)")
+    parser.add_argument("--skip-baseline", action="store_true",
+                        help="train the DiffAugment variant only (a seed's run without it repeats bit for bit)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
-    variants = {"no augmentation": [], "DiffAugment": [DIFFAUGMENT, *args.augment]}
+    variants = {"DiffAugment": [DIFFAUGMENT, *args.augment]}
+    if not args.skip_baseline:
+        variants = {"no augmentation": [], **variants}
     results: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
     scorer = Scorer(args.fid_features, args.fid_samples)
     with tempfile.TemporaryDirectory() as workdir:
@@ -82,7 +92,8 @@ def main() -> None:
                 results[name].append(run(seed, overrides, scorer, Path(workdir)))
                 row = results[name][-1]
                 print(f"seed {seed}, {name}: FID {row['fid']:.2f} (floor {row['floor']:.2f}), "
-                      f"{row['wall_min']:.1f} min wall, {row['cpu_min']:.1f} CPU-min", flush=True)
+                      f"{row['wall_min']:.1f} min wall, {row['cpu_min']:.1f} CPU-min"
+                      + (f", final ADA p {row['final_p']:.3f}" if "final_p" in row else ""), flush=True)
     print(f"\nGAN digits, {len(args.seeds)} seeds ({', '.join(map(str, args.seeds))}), {args.fid_samples} samples, "
           f"torch threads {torch.get_num_threads()}\n")
     print("| variant | FID per seed | mean FID | mean FID / floor | mean CPU-min |")
