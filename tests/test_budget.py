@@ -1,6 +1,7 @@
 """The wall-time budget of the default job, the step-based progress bar and auto_bf16."""
 
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -11,6 +12,7 @@ from lightning_modules.gan import GANModule
 from lightning_modules.super_resolution import SuperResolutionModule
 from tiny_configs import SR_TINY, TASKS
 
+ROOT = Path(__file__).resolve().parents[1]
 SR = "configs/sr/default.yaml"
 TINY_SR = [*SR_TINY, "--budget.warmup_steps=2", "--budget.calibration_steps=6"]
 
@@ -97,13 +99,16 @@ def test_progress_bar_can_be_switched_off(run_cli):
 
 
 @pytest.mark.parametrize("native", [True, False])
-def test_auto_bf16_only_where_bfloat16_is_native(run_cli, monkeypatch, native):
+def test_auto_bf16_only_where_bfloat16_is_native(tmp_path, monkeypatch, native):
+    """The precision is settled when the trainer is built: the CLI without a subcommand builds it and stops."""
     import train
 
     monkeypatch.setattr(train, "native_bf16", lambda trainer_config: native)
-    cli = run_cli("fit", "--config", SR, *TINY_SR, "--auto_bf16=true", "--trainer.max_steps=1")
+    monkeypatch.chdir(tmp_path)
+    config = str(ROOT / SR)
+    cli = train.cli_main(["--config", config, *TINY_SR, "--auto_bf16=true"], run=False)
     assert cli.trainer.precision == ("bf16-mixed" if native else "32-true")
-    explicit = run_cli("fit", "--config", SR, *TINY_SR, "--auto_bf16=true", "--trainer.precision=32-true", "--trainer.max_steps=1")
+    explicit = train.cli_main(["--config", config, *TINY_SR, "--auto_bf16=true", "--trainer.precision=32-true"], run=False)
     assert explicit.trainer.precision == "32-true", "an explicit precision is kept"
 
 

@@ -194,41 +194,6 @@ def test_div2k_config_without_weights_stops_at_start_naming_the_option(tmp_path,
         assert defaults["lr"] == 1e-4 and tuple(defaults["betas"]) == (0.9, 0.99)
 
 
-@pytest.fixture(scope="module")
-def precision_losses(tmp_path_factory, psnr_checkpoint):
-    """Losses of the first batch (same seed, data and weights) under each config switch."""
-    losses: dict[tuple[str, ...], dict[str, float]] = {}
-
-    def first_batch(*switches: str) -> dict[str, float]:
-        if switches in losses:
-            return losses[switches]
-        cli = _cli(tmp_path_factory.mktemp("precision"), "fit", "--config", CONFIG, *TINY, *switches,
-                   f"--model.init_args.pretrained_generator={psnr_checkpoint}", "--trainer.max_steps=2",
-                   "--trainer.limit_val_batches=0", "--trainer.log_every_n_steps=1")
-        losses[switches] = {k: v.item() for k, v in cli.trainer.callback_metrics.items() if k.startswith("train/")}
-        losses[switches]["nhwc"] = all(
-            p.is_contiguous(memory_format=torch.channels_last)
-            for network in (cli.model.generator, cli.model.discriminator) for p in network.parameters() if p.dim() == 4
-        )
-        return losses[switches]
-
-    return first_batch
-
-
-@pytest.mark.parametrize("switches, rel", [
-    (["--network_options.channels_last=true"], 1e-4),
-    (["--trainer.precision=bf16-mixed"], 3e-2),
-])
-def test_bf16_and_channels_last_give_the_fp32_losses(precision_losses, switches, rel):
-    reference = precision_losses()
-    losses = precision_losses(*switches)
-    for name in ("train/d_loss", "train/g_pixel", "train/g_adversarial"):
-        assert losses[name] == pytest.approx(reference[name], rel=rel), name
-    assert losses["nhwc"] == ("--network_options.channels_last=true" in switches) and not reference["nhwc"]
-    if "--trainer.precision=bf16-mixed" in switches:  # autocast really ran in bfloat16
-        assert losses["train/d_real_logit"] != reference["train/d_real_logit"]
-
-
 def test_discriminators_follow_the_reference_layouts():
     vgg = VGGStyleDiscriminator()
     convs = [m for m in vgg.modules() if isinstance(m, nn.Conv2d)]
