@@ -41,21 +41,25 @@ def make_lr(hr: torch.Tensor, scale: int) -> torch.Tensor:
     return lr.clamp(0, 1).mul(255).round().to(torch.uint8)
 
 
-@functools.cache
-def _embedded_pair(path: Path, scale: int, max_pixels: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """HR (mod-cropped) and bicubic LR of an embedded photo, made once per process: the files ship
-    inside packages and never change, and fit, validate and test in one process (a notebook, the
-    test suite) would otherwise decode and downscale all of them again for every run."""
-    hr = mod_crop(read_image(path, max_pixels), scale)
+def _read_hr(path: Path, scale: int, max_pixels: int) -> torch.Tensor:
+    """An image cropped to a multiple of ``scale`` (uint8)."""
+    return mod_crop(read_image(path, max_pixels), scale)
+
+
+def _read_pair(path: Path, scale: int, max_pixels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """An image cropped to a multiple of ``scale`` and its MATLAB-bicubic LR (uint8)."""
+    hr = _read_hr(path, scale, max_pixels)
     return hr, make_lr(hr, scale)
+
+
+#: The embedded photos ship inside packages and never change: their pairs are made once per
+#: process, not again for every fit, validate and test in it (a notebook, the test suite).
+_embedded_pair = functools.cache(_read_pair)
 
 
 def _hr_and_lr(path: Path, scale: int, max_pixels: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """An image cropped to a multiple of ``scale`` and its MATLAB-bicubic LR (uint8)."""
-    if path in EMBEDDED_TRAIN or path in EMBEDDED_VAL:
-        return _embedded_pair(path, scale, max_pixels)
-    hr = mod_crop(read_image(path, max_pixels), scale)
-    return hr, make_lr(hr, scale)
+    embedded = path in EMBEDDED_TRAIN or path in EMBEDDED_VAL
+    return (_embedded_pair if embedded else _read_pair)(path, scale, max_pixels)
 
 
 def mod_crop(image: torch.Tensor, scale: int) -> torch.Tensor:
@@ -111,7 +115,7 @@ class SRTrainDataset(Dataset):
     def _pair(self, path: Path) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.with_lr:
             return _hr_and_lr(path, self.scale, self.max_pixels)
-        return mod_crop(read_image(path, self.max_pixels), self.scale), None
+        return _read_hr(path, self.scale, self.max_pixels), None
 
     def __getitem__(self, index: int) -> dict:
         # The crop and augmentation depend only on the current torch seed (per epoch, per worker)
@@ -121,7 +125,7 @@ class SRTrainDataset(Dataset):
         if self._cache is not None:
             hr_full, lr_full = self._cache[image]
         else:
-            hr_full, lr_full = mod_crop(read_image(self.files[image], self.max_pixels), self.scale), None
+            hr_full, lr_full = _read_hr(self.files[image], self.scale, self.max_pixels), None
         s, lr_patch = self.scale, self.patch_size // self.scale
         lr_h, lr_w = hr_full.shape[1] // s, hr_full.shape[2] // s
         for _ in range(FLAT_PATCH_RETRIES):
@@ -193,11 +197,11 @@ class SREvalDataset(Dataset):
             if self.lr_files is None and self.degradation is None:
                 hr, lr = _hr_and_lr(path, self.scale, self.max_pixels)
             elif self.lr_files is None:
-                hr = mod_crop(read_image(path, self.max_pixels), self.scale)
+                hr = _read_hr(path, self.scale, self.max_pixels)
                 lr = self.degradation(_to_float(hr).unsqueeze(0), [self.degradation_seed + index], self.scale)[0]
                 lr = lr.mul(255).round().to(torch.uint8)
             else:
-                hr = mod_crop(read_image(path, self.max_pixels), self.scale)
+                hr = _read_hr(path, self.scale, self.max_pixels)
                 lr = read_image(self.lr_files[index], self.max_pixels)
                 expected = (hr.shape[1] // self.scale, hr.shape[2] // self.scale)
                 if tuple(lr.shape[1:]) != expected:
