@@ -13,6 +13,9 @@ Datasets and splits (``val_size`` images, drawn with ``seed``, never also in tra
   raise an error naming the file), resized on the short side and center-cropped; test =
   validation.
 
+``train_size`` keeps only that many training images (a seeded subset, the same for every run with
+the same ``seed``): the few-shot setting of data-efficient GAN papers (e.g. 100-shot).
+
 Batches are ``{"image": (N, C, H, W) float in [-1, 1]}``. For predict, ``predict_path`` gives
 ``{"image", "path"}`` batches of those files (VAE reconstructions and interpolations);
 without it, predict yields ``num_predict`` seed indices ``{"seed": int}`` for seeded sampling.
@@ -125,7 +128,8 @@ class GenerationDataModule(LightningDataModule):
         image_size: side of the square images fed to the model.
         channels: 1 or 3; ``None`` keeps the dataset's own (1 for digits/MNIST/Fashion-MNIST).
         val_size: number of validation images (seeded subset, see the module docstring).
-        seed: seed of the train/validation split.
+        seed: seed of the train/validation split and of the ``train_size`` subset.
+        train_size: train on this many images of the training split only; ``None`` = all.
         predict_path: image file or folder to reconstruct in predict; ``None`` predicts from seeds.
         num_predict: number of seeds predict yields when ``predict_path`` is not set.
     """
@@ -141,6 +145,7 @@ class GenerationDataModule(LightningDataModule):
         num_workers: int = 0,
         val_size: int = 297,
         seed: int = 0,
+        train_size: int | None = None,
         predict_path: str | None = None,
         num_predict: int = 64,
     ):
@@ -158,6 +163,7 @@ class GenerationDataModule(LightningDataModule):
         self.num_workers = num_workers
         self.val_size = val_size
         self.seed = seed
+        self.train_size = train_size
         self.predict_path = predict_path
         self.num_predict = num_predict
         self.train_set: Dataset | None = None
@@ -239,6 +245,16 @@ class GenerationDataModule(LightningDataModule):
         else:
             self.train_set, self.val_set = self._split(self._torchvision(train=True), True)
             self.test_set = self._torchvision(train=False)
+        if self.train_size is not None:
+            self.train_set = self._subset(self.train_set)
+
+    def _subset(self, train_set: Dataset) -> Dataset:
+        """The first ``train_size`` images of a seeded permutation of ``train_set``."""
+        if not self.batch_size <= self.train_size <= len(train_set):
+            raise ValueError(f"data.train_size={self.train_size} must be between data.batch_size={self.batch_size} "
+                             f"(training drops incomplete batches) and {len(train_set)} (the training images of {self.dataset})")
+        order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(self.seed + 1)).tolist()
+        return Subset(train_set, order[: self.train_size])
 
     def _predict_set(self) -> Dataset:
         if self.predict_path is None:

@@ -30,6 +30,21 @@ def test_digits_split_is_fixed_disjoint_and_scaled():
     assert images.min() == -1 and images.max() == 1
 
 
+def test_train_size_keeps_a_seeded_subset_of_the_training_split():
+    full = GenerationDataModule(image_size=8, val_size=297, batch_size=16)
+    few = GenerationDataModule(image_size=8, val_size=297, batch_size=16, train_size=100)
+    full.setup("fit"), few.setup("fit")
+    assert len(few.train_set) == 100 and few.val_set.indices == full.val_set.indices
+    kept = [few.train_set.dataset.indices[i] for i in few.train_set.indices]
+    assert len(set(kept)) == 100 and set(kept) <= set(full.train_set.indices)
+    again = GenerationDataModule(image_size=8, val_size=297, batch_size=16, train_size=100)
+    again.setup("fit")
+    assert again.train_set.indices == few.train_set.indices
+    for size in (8, 1501):
+        with pytest.raises(ValueError, match="data.train_size"):
+            GenerationDataModule(image_size=8, batch_size=16, train_size=size).setup("fit")
+
+
 def test_digits_as_rgb_repeat_the_gray_channel():
     dm = GenerationDataModule(channels=3, image_size=16, val_size=100)
     dm.setup("fit")
