@@ -51,8 +51,8 @@ def test_budget_fits_the_step_count_to_the_machine(run_cli, monkeypatch):
     assert plan["validations_done"] == 4, "4 validations, the last at the final step"
     assert fast.trainer.callback_metrics["val/psnr_y"] is not None
     scheduler = fast.trainer.lr_scheduler_configs[0].scheduler
-    assert scheduler.T_max == plan["batches"], "the cosine schedule spans the planned steps"
-    assert scheduler.get_last_lr()[0] == pytest.approx(1e-6, abs=1e-6), "and has reached eta_min at the end"
+    assert scheduler.total_iters == plan["batches"], "the schedule spans the planned steps"
+    assert scheduler.get_last_lr()[0] == pytest.approx(0.0, abs=1e-9), "and has decayed to 0 at the end"
     assert minutes * 60 * 0.9 < _budget(fast)._spent() < minutes * 60 * 1.05, "the budget is used, not overrun"
 
     clock.seconds_per_batch = 1.5
@@ -67,7 +67,7 @@ def test_explicit_max_steps_ignores_the_budget(run_cli):
     cli = run_cli("fit", "--config", SR, *TINY_SR, "--budget.minutes=0.05", "--trainer.max_steps=3")
     assert cli.trainer.global_step == 3
     assert _budget(cli).plan is None
-    assert cli.trainer.lr_scheduler_configs[0].scheduler.T_max == 3, "T_max 0 spans the given max_steps, no plan"
+    assert cli.trainer.lr_scheduler_configs[0].scheduler.total_iters == 3, "length 0 spans the given max_steps, no plan"
 
 
 def test_resume_continues_the_plan(run_cli, tmp_path, monkeypatch):
@@ -82,7 +82,7 @@ def test_resume_continues_the_plan(run_cli, tmp_path, monkeypatch):
     resumed_plan = _budget(resumed).plan
     assert resumed_plan["first_batches"] == plan["first_batches"], "no new calibration"
     assert resumed.trainer.global_step == resumed_plan["max_steps"]
-    assert resumed.trainer.lr_scheduler_configs[0].scheduler.T_max == resumed_plan["batches"]
+    assert resumed.trainer.lr_scheduler_configs[0].scheduler.total_iters == resumed_plan["batches"]
 
 
 def test_step_based_progress_bar_counts_steps_not_epochs(run_cli):
