@@ -78,9 +78,8 @@ class RRDBNet(nn.Module):
         bicubic_skip: add the bicubic-upsampled input to the output, so that the network only
             learns the detail bicubic misses (VDSR's global residual); ``conv_last`` then starts
             at zero. Small networks on short budgets start from bicubic quality instead of having
-            to learn to copy the image first (embedded demo: +0.89 vs +0.84 dB over bicubic in
-            4500 steps). The parameters are the same, but weights trained with the skip only
-            work with it: leave it off for ESRGAN/BasicSR weights.
+            to learn to copy the image first (docs/sr.md). The parameters are the same, but
+            weights trained with the skip only work with it: leave it off for ESRGAN/BasicSR weights.
     """
 
     def __init__(
