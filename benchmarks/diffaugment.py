@@ -41,6 +41,7 @@ class Scorer:
         data = _built([], None)[1]
         data.setup("fit")
         self.samples = samples
+        self.training_digits = len(data.train_set)
         self.metrics = GenerativeMetrics(features, num_samples=samples)
         self.metrics.add(torch.stack([data.val_set[i]["image"] for i in range(min(samples, len(data.val_set)))]), real=True)
         training = torch.stack([data.train_set[i]["image"] for i in range(min(samples, len(data.train_set)))])
@@ -99,8 +100,7 @@ def main() -> None:
                 print(f"seed {seed}, {name}: FID {row['fid']:.2f} (floor {row['floor']:.2f}), "
                       f"{row['wall_min']:.1f} min wall, {row['cpu_min']:.1f} CPU-min"
                       + (f", final ADA p {row['final_p']:.3f}" if "final_p" in row else ""), flush=True)
-    trained_on = "797" if args.train_size is None else str(args.train_size)
-    print(f"\nGAN digits ({trained_on} training digits), {len(args.seeds)} seeds ({', '.join(map(str, args.seeds))}), {args.fid_samples} samples, "
+    print(f"\nGAN digits ({args.train_size or scorer.training_digits} training digits), {len(args.seeds)} seeds ({', '.join(map(str, args.seeds))}), {args.fid_samples} samples, "
           f"torch threads {torch.get_num_threads()}\n")
     print("| variant | FID per seed | mean FID | mean FID / floor | mean CPU-min |")
     print("|---|---|---|---|---|")
