@@ -1,18 +1,23 @@
 """GAN on digits with and without DiffAugment: FID over seeds, at the same step budget.
 
     python -m benchmarks.diffaugment --fid-features ../shared/fid/inception-2015-12-05-features.pt
-    python -m benchmarks.diffaugment --fid-features FILE --seeds 0 1 --augment=--model.init_args.augment.init_args.ada_target=0.6
+    python -m benchmarks.diffaugment --fid-features FILE --train-size 100 --skip-baseline \
+        --augment=--model.init_args.augment.init_args.probability=0 --augment=--model.init_args.augment.init_args.ada_target=0.6
     python -m benchmarks.diffaugment --fid-features FILE --seeds 1 --skip-baseline --augment=--model.init_args.augment.init_args.policy=[translation]
     python -m benchmarks.diffaugment --fid-features FILE --train-size 100
+    python -m benchmarks.diffaugment --fid-features FILE --train-size 100 --max-steps 24000 --seeds 0
 
-Trains ``configs/gan/digits.yaml`` (797 training digits: the small-data case DiffAugment is for;
-``--train-size N`` keeps a seeded N of them, the few-shot setting) once per seed as it is, and
+Trains ``configs/gan/digits.yaml`` (797 training digits; ``--train-size N`` keeps a seeded N of
+them, the few-shot setting DiffAugment and ADA were made for) once per seed as it is, and
 once per seed with ``--model.init_args.augment=lightning_modules.augment.DiffAugment`` (the
 ``color,translation,cutout`` policy; ``--augment=--option=value`` adds options), each for the
-config's step count, then scores the EMA generator as ``python -m benchmarks.gan`` does: FID of
-1000 seeded samples against the held-out digits, next to the floor (the 797 training digits
-against the same held-out digits, computed once, whatever ``--train-size``). Prints one row per
-run and the mean per variant. CPU time is the process's (all threads).
+config's step count (or ``--max-steps``), then scores the EMA generator as ``python -m benchmarks.gan``
+does: FID of 1000 seeded samples against the held-out digits, next to the floor (the 797 training digits
+against the same held-out digits, computed once, whatever ``--train-size``). Each row also gives
+the discriminator's overfitting after training, the gap between its mean logit on the digits it
+was trained on and on the held-out ones (un-augmented images): DiffAugment is for the case where
+this gap is large. Prints one row per run and the mean per variant. CPU time is the process's
+(all threads).
 """
 
 from __future__ import annotations
@@ -43,7 +48,8 @@ class Scorer:
         self.samples = samples
         self.training_digits = len(data.train_set)
         self.metrics = GenerativeMetrics(features, num_samples=samples)
-        self.metrics.add(torch.stack([data.val_set[i]["image"] for i in range(min(samples, len(data.val_set)))]), real=True)
+        self.held_out = torch.stack([data.val_set[i]["image"] for i in range(min(samples, len(data.val_set)))])
+        self.metrics.add(self.held_out, real=True)
         training = torch.stack([data.train_set[i]["image"] for i in range(min(samples, len(data.train_set)))])
         self.floor = float(self.metrics.score(training)["fid"])
 
@@ -54,12 +60,23 @@ class Scorer:
         return float(self.metrics.score(model.sample(latents))["fid"])
 
 
+    @torch.no_grad()
+    def overfitting(self, model, training: torch.Tensor) -> float:
+        """Mean discriminator logit on ``training`` (the run's own training digits) minus that on
+        the held-out digits."""
+        model.discriminator.eval()
+        return float(model.discriminator(training).mean() - model.discriminator(self.held_out).mean())
+
+
 def run(seed: int, overrides: list[str], scorer: Scorer, workdir: Path) -> dict[str, float]:
-    """Train one variant with ``seed`` and score its EMA generator."""
+    """Train one variant with ``seed`` and score its EMA generator and its discriminator."""
     args = [f"--seed_everything={seed}", *overrides]
-    _, ckpt, (wall, cpu) = timed_fit(CONFIG, workdir, *args)
+    cli, ckpt, (wall, cpu) = timed_fit(CONFIG, workdir, *args)
     model, _ = _built(args, ckpt)
-    row = {"fid": scorer(model), "floor": scorer.floor, "wall_min": wall / 60, "cpu_min": cpu / 60}
+    train_set = cli.datamodule.train_set
+    training = torch.stack([train_set[i]["image"] for i in range(min(scorer.samples, len(train_set)))])
+    row = {"fid": scorer(model), "floor": scorer.floor, "d_gap": scorer.overfitting(model, training),
+           "wall_min": wall / 60, "cpu_min": cpu / 60}
     augment = getattr(model, "augment", None)
     if augment is not None and augment.ada_target is not None:
         row["final_p"] = float(augment.p)  # where ADA's adaptive probability ended
@@ -82,11 +99,14 @@ def main() -> None:
     parser.add_argument("--augment", action="append", default=[],
                         help="an extra CLI option for the DiffAugment runs, as --augment=--model...=VALUE (repeatable)")
     parser.add_argument("--train-size", type=int, default=None, help="train every variant on this many digits")
+    parser.add_argument("--max-steps", type=int, default=None,
+                        help="train every variant for this many optimizer steps (default: the config's)")
     parser.add_argument("--skip-baseline", action="store_true",
                         help="train the DiffAugment variant only (a seed's run without it repeats bit for bit)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     data = [] if args.train_size is None else [f"--data.init_args.train_size={args.train_size}"]
+    data += [] if args.max_steps is None else [f"--trainer.max_steps={args.max_steps}"]
     variants = {"DiffAugment": [*data, DIFFAUGMENT, *args.augment]}
     if not args.skip_baseline:
         variants = {"no augmentation": data, **variants}
@@ -98,17 +118,20 @@ def main() -> None:
                 results[name].append(run(seed, overrides, scorer, Path(workdir)))
                 row = results[name][-1]
                 print(f"seed {seed}, {name}: FID {row['fid']:.2f} (floor {row['floor']:.2f}), "
+                      f"D logit gap training - held-out {row['d_gap']:.3f}, "
                       f"{row['wall_min']:.1f} min wall, {row['cpu_min']:.1f} CPU-min"
                       + (f", final ADA p {row['final_p']:.3f}" if "final_p" in row else ""), flush=True)
-    print(f"\nGAN digits ({args.train_size or scorer.training_digits} training digits), {len(args.seeds)} seeds ({', '.join(map(str, args.seeds))}), {args.fid_samples} samples, "
+    steps = f", {args.max_steps} optimizer steps" if args.max_steps else ""
+    print(f"\nGAN digits ({args.train_size or scorer.training_digits} training digits{steps}), {len(args.seeds)} seeds ({', '.join(map(str, args.seeds))}), {args.fid_samples} samples, "
           f"torch threads {torch.get_num_threads()}\n")
-    print("| variant | FID per seed | mean FID | mean FID / floor | mean CPU-min |")
-    print("|---|---|---|---|---|")
+    print("| variant | FID per seed | mean FID | mean FID / floor | D logit gap, training - held-out | mean CPU-min |")
+    print("|---|---|---|---|---|---|")
     for name, rows in results.items():
         fid = statistics.mean(r["fid"] for r in rows)
         floor = statistics.mean(r["floor"] for r in rows)
         per_seed = ", ".join(f"{r['fid']:.2f}" for r in rows)
-        print(f"| {name} | {per_seed} | {fid:.2f} | {fid / floor:.2f} "
+        gaps = ", ".join(f"{r['d_gap']:.2f}" for r in rows)
+        print(f"| {name} | {per_seed} | {fid:.2f} | {fid / floor:.2f} | {gaps} "
               f"| {statistics.mean(r['cpu_min'] for r in rows):.1f} |")
 
 

@@ -8,9 +8,11 @@ un-augmented distribution. ADA (Karras et al., 2020) applies each transformation
 probability ``p`` that rises while the discriminator is overconfident on reals
 (``r_t = E[sign(D(real))]`` above the target) and falls otherwise.
 
-Geometric transformations come from kornia (translation with zero padding, cutout); the colour
-one is DiffAugment's own (brightness, saturation, contrast about the image mean), since kornia's
-colour adjustments expect [0, 1] images and clamp, and the generation tasks see [-1, 1].
+Translation comes from kornia (zero padding). Cutout and colour are DiffAugment's own: its cutout
+square is centred anywhere in the image and clipped at the border (kornia's ``RandomErasing``
+keeps the whole square inside, so it would always blank a full quarter of the image, mostly its
+centre); its colour changes (brightness, saturation, contrast about the image mean) work on [-1, 1]
+images, where kornia's colour adjustments expect [0, 1] and clamp.
 """
 
 from __future__ import annotations
@@ -64,8 +66,7 @@ class DiffAugment(nn.Module):
         self.translation = K.RandomAffine(
             degrees=0.0, translate=(translation_ratio, translation_ratio), resample="nearest", padding_mode="zeros"
         )
-        area = cutout_ratio**2
-        self.cutout = K.RandomErasing(scale=(area, area), ratio=(1.0, 1.0), value=0.0)
+        self.cutout_ratio = cutout_ratio
         # In the checkpoint, so that a resumed ADA run continues with the same p.
         self.register_buffer("p", torch.tensor(float(probability)))
         self.register_buffer("_signs", torch.zeros(2))  # sum of sign(D(real)), count, since the last adjustment
@@ -77,11 +78,29 @@ class DiffAugment(nn.Module):
         for operation in self.policy:
             if operation == "color":
                 images = self._color(images, p)
+            elif operation == "cutout":
+                images = self._cutout(images, p)
             else:
-                transform = self.translation if operation == "translation" else self.cutout
-                transform.p = p
-                images = transform(images)
+                self.translation.p = p
+                images = self.translation(images)
         return images
+
+    def _cutout(self, images: Tensor, p: float) -> Tensor:
+        """Zero a square of side ``cutout_ratio`` x the image side, centred on a uniformly drawn
+        pixel and clipped at the border, as DiffAugment's ``rand_cutout``."""
+        n, _, height, width = images.shape
+        device = images.device
+
+        def covered(size: int) -> Tensor:
+            side = int(size * self.cutout_ratio + 0.5)
+            start = torch.randint(0, size + 1 - side % 2, (n, 1), device=device) - side // 2
+            index = torch.arange(size, device=device)
+            return (index >= start) & (index < start + side)  # (n, size)
+
+        rows, columns = covered(height), covered(width)
+        applied = torch.rand(n, 1, 1, device=device) < p
+        hole = rows[:, :, None] & columns[:, None, :] & applied
+        return images * (~hole).unsqueeze(1).to(images.dtype)
 
     def _color(self, images: Tensor, p: float) -> Tensor:
         count = images.shape[1] if self.color_channels is None else self.color_channels
