@@ -1,8 +1,7 @@
 """GAN on digits with and without DiffAugment: FID over seeds, at the same step budget.
 
     python -m benchmarks.diffaugment --fid-features ../shared/fid/inception-2015-12-05-features.pt
-    python -m benchmarks.diffaugment --fid-features FILE --train-size 100 --skip-baseline \
-        --augment=--model.init_args.augment.init_args.probability=0 --augment=--model.init_args.augment.init_args.ada_target=0.6
+    python -m benchmarks.diffaugment --fid-features FILE --train-size 100 --skip-baseline --augment=--model.init_args.augment.init_args.ada_target=0.6
     python -m benchmarks.diffaugment --fid-features FILE --seeds 1 --skip-baseline --augment=--model.init_args.augment.init_args.policy=[translation]
     python -m benchmarks.diffaugment --fid-features FILE --train-size 100
     python -m benchmarks.diffaugment --fid-features FILE --train-size 100 --max-steps 24000 --seeds 0

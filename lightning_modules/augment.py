@@ -32,8 +32,8 @@ class DiffAugment(nn.Module):
 
     Args:
         policy: the transformations, applied in this order.
-        probability: chance that each transformation is applied to a sample (DiffAugment: 1;
-            ADA: the starting value).
+        probability: chance that each transformation is applied to a sample; ``None``: 1 as in
+            DiffAugment, or with ``ada_target`` ADA's starting value 0, as in the paper.
         ada_target: ADA's target for ``r_t`` (paper: 0.6); ``None`` keeps ``probability`` fixed.
         ada_interval: discriminator steps between two adjustments of ``p``.
         ada_kimg: images of discriminator input over which ``p`` can move from 0 to 1 (paper: 500k).
@@ -46,7 +46,7 @@ class DiffAugment(nn.Module):
     def __init__(
         self,
         policy: Sequence[Operation] = ("color", "translation", "cutout"),
-        probability: float = 1.0,
+        probability: float | None = None,
         ada_target: float | None = None,
         ada_interval: int = 4,
         ada_kimg: float = 500.0,
@@ -58,6 +58,8 @@ class DiffAugment(nn.Module):
         unknown = set(policy) - {"color", "translation", "cutout"}
         if unknown:
             raise ValueError(f"unknown DiffAugment operation(s) {sorted(unknown)}; choose from color, translation, cutout")
+        if probability is None:
+            probability = 0.0 if ada_target is not None else 1.0
         if not 0.0 <= probability <= 1.0:
             raise ValueError(f"probability must be in [0, 1], got {probability}")
         self.policy, self.probability = tuple(policy), probability

@@ -50,6 +50,11 @@ def test_colour_leaves_the_channels_after_color_channels_alone():
     assert torch.equal(augmented[:, 3], images[:, 3]) and not torch.equal(augmented[:, :3], images[:, :3])
 
 
+def test_ada_starts_at_p_zero_as_in_the_paper_and_diffaugment_at_one():
+    assert DiffAugment(ada_target=0.6).p.item() == 0.0 and DiffAugment().p.item() == 1.0
+    assert DiffAugment(probability=0.3, ada_target=0.6).p.item() == pytest.approx(0.3)
+
+
 def test_ada_raises_p_while_the_discriminator_is_overconfident_and_lowers_it_after():
     augment = DiffAugment(probability=0.0, ada_target=0.6, ada_interval=2, ada_kimg=0.1)  # 100 images: fast moves
     for _ in range(4):
