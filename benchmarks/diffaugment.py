@@ -10,9 +10,10 @@ Trains ``configs/gan/digits.yaml`` (797 training digits; ``--train-size N`` keep
 them, the few-shot setting DiffAugment and ADA were made for) once per seed as it is, and
 once per seed with ``--model.init_args.augment=lightning_modules.augment.DiffAugment`` (the
 ``color,translation,cutout`` policy; ``--augment=--option=value`` adds options), each for the
-config's step count (or ``--max-steps``), then scores the EMA generator as ``python -m benchmarks.gan``
-does: FID of 1000 seeded samples against the held-out digits, next to the floor (the 797 training digits
-against the same held-out digits, computed once, whatever ``--train-size``). Each row also gives
+config's step count (or ``--max-steps``), then scores the EMA generator as
+``python -m benchmarks.gan`` does: FID of 1000 seeded samples against the held-out digits, next
+to the floor (the 797 training digits against the same held-out digits, computed once, whatever
+``--train-size``). Each row also gives
 the discriminator's overfitting after training, the gap between its mean logit on the digits it
 was trained on and on the held-out ones (un-augmented images): DiffAugment is for the case where
 this gap is large. Prints one row per run and the mean per variant. CPU time is the process's
@@ -57,7 +58,6 @@ class Scorer:
         model.eval()
         latents = torch.randn(self.samples, model.latent_dim, generator=torch.Generator().manual_seed(0))
         return float(self.metrics.score(model.sample(latents))["fid"])
-
 
     @torch.no_grad()
     def overfitting(self, model, training: torch.Tensor) -> float:
