@@ -5,19 +5,20 @@
     python -m benchmarks.diffaugment --fid-features FILE --seeds 1 --skip-baseline --augment=--model.init_args.augment.init_args.policy=[translation]
     python -m benchmarks.diffaugment --fid-features FILE --train-size 100
     python -m benchmarks.diffaugment --fid-features FILE --train-size 100 --max-steps 24000 --seeds 0
+    python -m benchmarks.diffaugment --fid-features FILE --train-size 100 --max-steps 48000 --seeds 0 \
+        --option=--model.init_args.generator_scheduler=null --option=--model.init_args.discriminator_scheduler=null
 
 Trains ``configs/gan/digits.yaml`` (797 training digits; ``--train-size N`` keeps a seeded N of
-them, the few-shot setting DiffAugment and ADA were made for) once per seed as it is, and
-once per seed with ``--model.init_args.augment=lightning_modules.augment.DiffAugment`` (the
-``color,translation,cutout`` policy; ``--augment=--option=value`` adds options), each for the
-config's step count (or ``--max-steps``), then scores the EMA generator as
-``python -m benchmarks.gan`` does: FID of 1000 seeded samples against the held-out digits, next
-to the floor (the 797 training digits against the same held-out digits, computed once, whatever
-``--train-size``). Each row also gives
-the discriminator's overfitting after training, the gap between its mean logit on the digits it
-was trained on and on the held-out ones (un-augmented images): DiffAugment is for the case where
-this gap is large. Prints one row per run and the mean per variant. CPU time is the process's
-(all threads).
+them, the few-shot setting DiffAugment and ADA were made for) once per seed as it is, and once per
+seed with ``--model.init_args.augment=lightning_modules.augment.DiffAugment`` (the
+``color,translation,cutout`` policy; ``--augment=--option=value`` adds options, ``--option=...``
+adds them to every variant), each for the config's step count (or ``--max-steps``), then scores the
+EMA generator as ``python -m benchmarks.gan`` does: FID of 1000 seeded samples against the held-out
+digits, next to the floor (the 797 training digits against the same held-out digits, computed once,
+whatever ``--train-size``). Each row also gives the discriminator's overfitting after training, the
+gap between its mean logit on the digits it was trained on and on the held-out ones (un-augmented
+images): DiffAugment is for the case where this gap is large. Prints one row per run and the mean
+per variant. CPU time is the process's (all threads).
 """
 
 from __future__ import annotations
@@ -97,6 +98,8 @@ def main() -> None:
     parser.add_argument("--fid-samples", type=int, default=1000)
     parser.add_argument("--augment", action="append", default=[],
                         help="an extra CLI option for the DiffAugment runs, as --augment=--model...=VALUE (repeatable)")
+    parser.add_argument("--option", action="append", default=[],
+                        help="an extra CLI option for every variant, as --option=--trainer...=VALUE (repeatable)")
     parser.add_argument("--train-size", type=int, default=None, help="train every variant on this many digits")
     parser.add_argument("--max-steps", type=int, default=None,
                         help="train every variant for this many optimizer steps (default: the config's)")
@@ -106,6 +109,7 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     data = [] if args.train_size is None else [f"--data.init_args.train_size={args.train_size}"]
     data += [] if args.max_steps is None else [f"--trainer.max_steps={args.max_steps}"]
+    data += args.option
     variants = {"DiffAugment": [*data, DIFFAUGMENT, *args.augment]}
     if not args.skip_baseline:
         variants = {"no augmentation": data, **variants}
@@ -121,6 +125,7 @@ def main() -> None:
                       f"{row['wall_min']:.1f} min wall, {row['cpu_min']:.1f} CPU-min"
                       + (f", final ADA p {row['final_p']:.3f}" if "final_p" in row else ""), flush=True)
     steps = f", {args.max_steps} optimizer steps" if args.max_steps else ""
+    steps += f", {' '.join(args.option)}" if args.option else ""
     print(f"\nGAN digits ({args.train_size or scorer.training_digits} training digits{steps}), {len(args.seeds)} seeds ({', '.join(map(str, args.seeds))}), {args.fid_samples} samples, "
           f"torch threads {torch.get_num_threads()}\n")
     print("| variant | FID per seed | mean FID | mean FID / floor | D logit gap, training - held-out | mean CPU-min |")
