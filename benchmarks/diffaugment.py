@@ -107,12 +107,12 @@ def main() -> None:
                         help="train the DiffAugment variant only (a seed's run without it repeats bit for bit)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
-    data = [] if args.train_size is None else [f"--data.init_args.train_size={args.train_size}"]
-    data += [] if args.max_steps is None else [f"--trainer.max_steps={args.max_steps}"]
-    data += args.option
-    variants = {"DiffAugment": [*data, DIFFAUGMENT, *args.augment]}
+    common = [] if args.train_size is None else [f"--data.init_args.train_size={args.train_size}"]
+    common += [] if args.max_steps is None else [f"--trainer.max_steps={args.max_steps}"]
+    common += args.option
+    variants = {"DiffAugment": [*common, DIFFAUGMENT, *args.augment]}
     if not args.skip_baseline:
-        variants = {"no augmentation": data, **variants}
+        variants = {"no augmentation": common, **variants}
     results: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
     scorer = Scorer(args.fid_features, args.fid_samples)
     with tempfile.TemporaryDirectory() as workdir:
