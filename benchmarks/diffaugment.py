@@ -5,7 +5,7 @@
     python -m benchmarks.diffaugment --fid-features FILE --seeds 1 --skip-baseline --augment=--model.init_args.augment.init_args.policy=[translation]
     python -m benchmarks.diffaugment --fid-features FILE --train-size 100
     python -m benchmarks.diffaugment --fid-features FILE --train-size 100 --max-steps 24000 --seeds 0
-    python -m benchmarks.diffaugment --fid-features FILE --train-size 100 --max-steps 48000 --seeds 0 \
+    python -m benchmarks.diffaugment --fid-features FILE --train-size 100 --max-steps 48000 --seeds 0 1 2 \
         --option=--model.init_args.generator_scheduler=null --option=--model.init_args.discriminator_scheduler=null
 
 Trains ``configs/gan/digits.yaml`` (797 training digits; ``--train-size N`` keeps a seeded N of
